@@ -1,0 +1,235 @@
+"""The durable outbox: one row per delivery to one provider, claimed by workers under a lease.
+
+Claims are a single ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING`` statement:
+on PostgreSQL concurrent workers skip each other's rows; on SQLite the statement runs inside a
+``BEGIN IMMEDIATE`` transaction, so claims are serialised. Either way no row is claimed twice while its
+lease is live, and results are written only by the lease owner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy.orm import aliased
+
+from . import db
+from .models import Delivery, DeliveryStatus, Event, EventType, Message
+from .providers import ProviderAdapter
+from .schema import events, outbox
+
+PENDING, IN_FLIGHT = DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value
+DELIVERED, SKIPPED, FAILED = DeliveryStatus.DELIVERED.value, DeliveryStatus.SKIPPED.value, DeliveryStatus.FAILED.value
+
+UNCHANGED_STATE = "The feedback state did not change."
+SUPERSEDED = "Superseded by a later vote inside the settle window."
+MERGED = "Merged into the pending vote it amends."
+
+# Which earlier pending votes a new vote replaces, for "event" providers.
+_SUPERSEDES = {
+    EventType.THUMBS_UP: ("thumbs_up", "thumbs_down", "retract"),
+    EventType.THUMBS_DOWN: ("thumbs_up", "thumbs_down", "retract"),
+    EventType.RATING: ("rating", "retract"),
+    EventType.RETRACT: ("thumbs_up", "thumbs_down", "rating", "retract"),
+}
+
+
+def enqueue(
+    conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
+    *, state_changed: bool, now: datetime, settle_seconds: float,
+) -> None:
+    """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason."""
+    due = now + timedelta(seconds=settle_seconds)
+    base = {
+        "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
+        "created_at": now, "updated_at": now,
+    }
+    for name, adapter in adapters.items():
+        reason = adapter.skip_reason(event, message)
+        if reason is None and adapter.mode == "state" and not state_changed:
+            reason = UNCHANGED_STATE
+        if reason is None and adapter.mode == "event" and event.amends and _merge_into_pending_vote(
+            conn, name, event
+        ):
+            reason = MERGED
+        if reason is not None:
+            conn.execute(insert(outbox).values(
+                provider=name, kind=adapter.mode, status=SKIPPED, last_error=reason, next_attempt_at=now, **base
+            ))
+        elif adapter.mode == "state":
+            # Joins the pending, unclaimed row of this (provider, message, user) if there is one.
+            conn.execute(db.insert_ignore(conn, outbox, ["coalesce_key"]).values(
+                provider=name, kind="state", status=PENDING, next_attempt_at=due,
+                coalesce_key=coalesce_key(name, message.pk, user_id), **base,
+            ))
+        else:
+            if event.amends is None and event.type in _SUPERSEDES:
+                _supersede_pending_votes(conn, name, message.pk, user_id, event.type, now)
+            conn.execute(insert(outbox).values(
+                provider=name, kind="event", status=PENDING, next_attempt_at=due, **base
+            ))
+
+
+def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:
+    return f"{provider}\x1f{message_pk}\x1f{user_id}"
+
+
+def _merge_into_pending_vote(conn: Connection, provider: str, amendment: Event) -> bool:
+    vote_pk = select(events.c.id).where(events.c.event_id == amendment.amends).scalar_subquery()
+    row = conn.execute(
+        select(outbox.c.id).where(
+            (outbox.c.provider == provider) & (outbox.c.event_pk == vote_pk) & (outbox.c.status == PENDING)
+        )
+    ).first()
+    return row is not None
+
+
+def _supersede_pending_votes(
+    conn: Connection, provider: str, message_pk: int, user_id: str, kind: EventType, now: datetime
+) -> None:
+    earlier_votes = select(events.c.id).where(
+        (events.c.message_pk == message_pk) & (events.c.user_id == user_id)
+        & events.c.type.in_(_SUPERSEDES[kind]) & events.c.amends.is_(None)
+    )
+    conn.execute(
+        update(outbox)
+        .where(
+            (outbox.c.provider == provider) & (outbox.c.message_pk == message_pk)
+            & (outbox.c.user_id == user_id) & (outbox.c.status == PENDING)
+            & outbox.c.event_pk.in_(earlier_votes)
+        )
+        .values(status=SKIPPED, last_error=SUPERSEDED, updated_at=now)
+    )
+
+
+def claim(
+    conn: Connection, *, owner: str, providers: list[str], limit: int, now: datetime, lease_seconds: float
+) -> list[Delivery]:
+    """Take up to ``limit`` due rows (and rows whose lease expired) for ``providers`` under a new lease.
+
+    A row is not taken while another row of the same (provider, message, user) is in flight, so a
+    provider never sees an older state overtake a newer one.
+    """
+    other = aliased(outbox)
+    busy = exists().where(
+        (other.c.provider == outbox.c.provider) & (other.c.message_pk == outbox.c.message_pk)
+        & (other.c.user_id == outbox.c.user_id) & (other.c.status == IN_FLIGHT)
+        & (other.c.lease_until >= now) & (other.c.id != outbox.c.id)
+    )
+    due = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.provider.in_(providers),
+            or_(
+                and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now),
+                and_(outbox.c.status == IN_FLIGHT, outbox.c.lease_until < now),
+            ),
+            ~busy,
+        )
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=outbox)
+    )
+    rows = conn.execute(
+        update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=IN_FLIGHT, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
+            attempts=outbox.c.attempts + 1, coalesce_key=None, updated_at=now,
+        )
+        .returning(
+            outbox.c.id, outbox.c.provider, outbox.c.kind, outbox.c.message_pk, outbox.c.user_id,
+            outbox.c.event_pk, outbox.c.attempts, outbox.c.lease_owner,
+        )
+    ).all()
+    return [
+        Delivery(pk=r.id, provider=r.provider, kind=r.kind, message_pk=r.message_pk, user_id=r.user_id,
+                 event_pk=r.event_pk, attempts=r.attempts, lease_owner=r.lease_owner)
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
+
+
+def finish(
+    conn: Connection, delivery: Delivery, *, status: DeliveryStatus, now: datetime,
+    request: dict[str, Any] | None = None, response: dict[str, Any] | None = None,
+    error: str | None = None, next_attempt_at: datetime | None = None,
+) -> bool:
+    """Record the outcome of a claimed delivery. False if the lease was lost to another worker."""
+    values: dict[str, Any] = {
+        "status": status.value, "updated_at": now, "lease_until": None, "last_error": error,
+        "request": request, "response": response,
+    }
+    if status is DeliveryStatus.DELIVERED:
+        values["delivered_at"] = now
+    if next_attempt_at is not None:
+        values["next_attempt_at"] = next_attempt_at
+    result = conn.execute(
+        update(outbox)
+        .where((outbox.c.id == delivery.pk) & (outbox.c.status == IN_FLIGHT)
+               & (outbox.c.lease_owner == delivery.lease_owner))
+        .values(**values)
+    )
+    return result.rowcount == 1
+
+
+def reclaim_expired(conn: Connection, now: datetime) -> int:
+    """Put rows whose worker died (lease expired) back to pending. Run when a worker starts."""
+    result = conn.execute(
+        update(outbox)
+        .where((outbox.c.status == IN_FLIGHT) & (outbox.c.lease_until < now))
+        .values(status=PENDING, lease_until=None, lease_owner=None, next_attempt_at=now, updated_at=now)
+    )
+    return result.rowcount
+
+
+def last_delivered_request(conn: Connection, delivery: Delivery) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(outbox.c.request)
+        .where((outbox.c.provider == delivery.provider) & (outbox.c.message_pk == delivery.message_pk)
+               & (outbox.c.user_id == delivery.user_id) & (outbox.c.status == DELIVERED)
+               & (outbox.c.kind == "state"))
+        .order_by(outbox.c.delivered_at.desc(), outbox.c.id.desc())
+        .limit(1)
+    ).first()
+    return row.request if row else None
+
+
+def retry_failed(
+    conn: Connection, now: datetime, *, provider: str | None = None, ids: list[int] | None = None
+) -> int:
+    """Dead letters back to pending with a fresh attempt budget."""
+    where = outbox.c.status == FAILED
+    if provider:
+        where &= outbox.c.provider == provider
+    if ids:
+        where &= outbox.c.id.in_(ids)
+    result = conn.execute(
+        update(outbox).where(where).values(
+            status=PENDING, attempts=0, next_attempt_at=now, last_error=None, updated_at=now
+        )
+    )
+    return result.rowcount
+
+
+def counts(conn: Connection) -> dict[str, dict[str, int]]:
+    """``{provider: {status: n}}`` with every status present."""
+    rows = conn.execute(
+        select(outbox.c.provider, outbox.c.status, func.count()).group_by(outbox.c.provider, outbox.c.status)
+    ).all()
+    result: dict[str, dict[str, int]] = {}
+    for provider, status, n in rows:
+        result.setdefault(provider, {s.value: 0 for s in DeliveryStatus})[status] = n
+    return result
+
+
+def next_due(conn: Connection, providers: list[str]) -> datetime | None:
+    """When the earliest pending row becomes due, so an idle worker knows how long to sleep."""
+    return conn.execute(
+        select(func.min(outbox.c.next_attempt_at)).where(
+            (outbox.c.status == PENDING) & outbox.c.provider.in_(providers)
+        )
+    ).scalar()
+
+

@@ -1,0 +1,128 @@
+"""The database tables, in SQLAlchemy Core. One schema for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the backend stores."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+metadata = MetaData()
+
+messages = Table(
+    "feedback_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(256), nullable=False),
+    Column("message_id", String(256), nullable=False),
+    Column("user_id", String(1024), nullable=False),
+    Column("input", Text),
+    Column("output", Text),
+    Column("refs", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("conversation_id", "message_id", name="uq_feedback_messages_ids"),
+    Index("ix_feedback_messages_user", "user_id"),
+)
+
+events = Table(
+    "feedback_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("message_pk", Id, ForeignKey(messages.c.id, ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(1024), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("value", SmallInteger),
+    Column("reason", String(40)),
+    Column("comment", Text),
+    Column("text", Text),
+    Column("amends", String(64)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Index("ix_feedback_events_message_user", "message_pk", "user_id"),
+    Index("ix_feedback_events_received", "received_at"),
+    Index("ix_feedback_events_amends", "amends"),
+)
+
+states = Table(
+    "feedback_states",
+    metadata,
+    Column("message_pk", Id, ForeignKey(messages.c.id, ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(1024), primary_key=True),
+    Column("vote", String(4)),
+    Column("vote_event_id", String(64)),
+    Column("rating", SmallInteger),
+    Column("reason", String(40)),
+    Column("comment", Text),
+    Column("copied_at", UTCDateTime),
+    Column("copy_count", Integer, nullable=False, default=0),
+    Column("updated_at", UTCDateTime),
+)
+
+outbox = Table(
+    "feedback_outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider", String(64), nullable=False),
+    Column("kind", String(8), nullable=False),  # "state" or "event"
+    Column("message_pk", Id, ForeignKey(messages.c.id, ondelete="CASCADE"), nullable=False),
+    Column("user_id", String(1024), nullable=False),
+    Column("event_pk", Id, ForeignKey(events.c.id, ondelete="CASCADE")),
+    Column("status", String(16), nullable=False),
+    # Set while a state row is pending and unclaimed: the unique index makes later changes of the
+    # same (provider, message, user) join this row instead of adding another (the settle window).
+    Column("coalesce_key", String(1200), unique=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_until", UTCDateTime),
+    Column("lease_owner", String(128)),
+    Column("last_error", Text),
+    Column("request", Json),
+    Column("response", Json),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Index("ix_feedback_outbox_due", "status", "next_attempt_at"),
+    Index("ix_feedback_outbox_key", "provider", "message_pk", "user_id"),
+    Index("ix_feedback_outbox_event", "event_pk"),
+)

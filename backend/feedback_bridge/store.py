@@ -1,0 +1,192 @@
+"""Messages, the append-only event log and the derived feedback state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, RowMapping, select, update
+
+from . import db, outbox
+from .models import Event, EventType, FeedbackState, Message, apply_event
+from .providers import ProviderAdapter
+from .schema import events, messages, states
+
+_STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """A validated event whose token has been verified: it belongs to ``message`` and ``user_id``."""
+
+    message: Message
+    user_id: str
+    event: Event
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    status: str  # "accepted" | "duplicate" | "rejected"
+    errors: dict[str, list[str]] | None = None
+    code: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "status": self.status}
+        if self.errors:
+            body["errors"] = self.errors
+        if self.code:
+            body["code"] = self.code
+        return body
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create_tables(self) -> None:
+        db.create_all(self.engine)
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    def register_message(
+        self, *, conversation_id: str, message_id: str, user_id: str, input: str | None,
+        output: str | None, refs: Mapping[str, Any], now: datetime,
+    ) -> Message:
+        """Insert the message, or update its texts and refs if it is already known."""
+        values = {"input": input, "output": output, "refs": dict(refs)}
+        with db.write(self.engine) as conn:
+            conn.execute(
+                db.insert_ignore(conn, messages, ["conversation_id", "message_id"]).values(
+                    conversation_id=conversation_id, message_id=message_id, user_id=user_id,
+                    created_at=now, **values,
+                )
+            )
+            where = (messages.c.conversation_id == conversation_id) & (messages.c.message_id == message_id)
+            row = conn.execute(
+                update(messages).where(where).values(**values).returning(*messages.c)
+            ).mappings().one()
+        return _message(row)
+
+    def get_message(self, pk: int) -> Message | None:
+        with db.read(self.engine) as conn:
+            row = conn.execute(select(messages).where(messages.c.id == pk)).mappings().first()
+        return _message(row) if row else None
+
+    def find_message(self, conversation_id: str, message_id: str) -> Message | None:
+        where = (messages.c.conversation_id == conversation_id) & (messages.c.message_id == message_id)
+        with db.read(self.engine) as conn:
+            row = conn.execute(select(messages).where(where)).mappings().first()
+        return _message(row) if row else None
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def get_state(self, message_pk: int, user_id: str) -> FeedbackState:
+        with db.read(self.engine) as conn:
+            return load_state(conn, message_pk, user_id)
+
+    # -- ingest ------------------------------------------------------------------------------------
+
+    def ingest(
+        self, items: Sequence[IncomingEvent], adapters: Mapping[str, ProviderAdapter], *,
+        settle_seconds: float, now: datetime,
+    ) -> list[Outcome]:
+        """Append events, update states and enqueue deliveries in one transaction.
+
+        A duplicate event id (seen before, or twice in this batch) is stored once and enqueued once.
+        """
+        outcomes: list[Outcome] = []
+        with db.write(self.engine) as conn:
+            for item in items:
+                event = item.event
+                problem = _check_amendment(conn, item)
+                if problem:
+                    outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
+                    continue
+                event_pk = conn.execute(
+                    db.insert_ignore(conn, events, ["event_id"]).values(
+                        event_id=event.event_id, message_pk=item.message.pk, user_id=item.user_id,
+                        type=str(event.type), value=event.value, reason=event.reason, comment=event.comment,
+                        text=event.text, amends=event.amends, occurred_at=event.occurred_at, received_at=now,
+                    ).returning(events.c.id)
+                ).scalar()
+                if event_pk is None:
+                    outcomes.append(Outcome(event.event_id, "duplicate"))
+                    continue
+                stored = Event(**{**_event_kwargs(event), "pk": event_pk})
+                changed = _apply_to_state(conn, item.message.pk, item.user_id, stored)
+                outbox.enqueue(
+                    conn, adapters, item.message, item.user_id, stored,
+                    state_changed=changed, now=now, settle_seconds=settle_seconds,
+                )
+                outcomes.append(Outcome(event.event_id, "accepted"))
+        return outcomes
+
+
+def load_state(conn: Connection, message_pk: int, user_id: str, *, for_update: bool = False) -> FeedbackState:
+    query = select(*[states.c[name] for name in _STATE_COLUMNS]).where(
+        (states.c.message_pk == message_pk) & (states.c.user_id == user_id)
+    )
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
+    return FeedbackState(**row) if row else FeedbackState()
+
+
+def _apply_to_state(conn: Connection, message_pk: int, user_id: str, event: Event) -> bool:
+    conn.execute(
+        db.insert_ignore(conn, states, ["message_pk", "user_id"]).values(
+            message_pk=message_pk, user_id=user_id, copy_count=0
+        )
+    )
+    before = load_state(conn, message_pk, user_id, for_update=True)
+    after = apply_event(before, event)
+    if after == before:
+        return False
+    conn.execute(
+        update(states)
+        .where((states.c.message_pk == message_pk) & (states.c.user_id == user_id))
+        .values(**{name: getattr(after, name) for name in _STATE_COLUMNS})
+    )
+    return True
+
+
+def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
+    """An amendment must name an earlier vote of the same message and user, of the same type."""
+    event = item.event
+    if event.amends is None:
+        return None
+    row = conn.execute(
+        select(events.c.type, events.c.message_pk, events.c.user_id, events.c.amends).where(
+            events.c.event_id == event.amends
+        )
+    ).first()
+    if row is None or row.message_pk != item.message.pk or row.user_id != item.user_id:
+        return "No vote with this id on this message."
+    if row.amends is not None:
+        return "Amend the vote itself, not another amendment."
+    if row.type != str(event.type):
+        return f"The amended vote is of type {row.type!r}, not {str(event.type)!r}."
+    return None
+
+
+def _event_kwargs(event: Event) -> dict[str, Any]:
+    return {f.name: getattr(event, f.name) for f in fields(Event)}
+
+
+def row_to_event(row: RowMapping) -> Event:
+    return Event(
+        pk=row["id"], event_id=row["event_id"], type=EventType(row["type"]), value=row["value"],
+        reason=row["reason"], comment=row["comment"], text=row["text"], amends=row["amends"],
+        occurred_at=row["occurred_at"],
+    )
+
+
+def _message(row: RowMapping) -> Message:
+    return Message(
+        pk=row["id"], conversation_id=row["conversation_id"], message_id=row["message_id"],
+        user_id=row["user_id"], input=row["input"], output=row["output"], refs=dict(row["refs"] or {}),
+        created_at=row["created_at"],
+    )

@@ -1,0 +1,205 @@
+"""The delivery worker: claims due outbox rows, maps them, sends them, records the outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import Engine, select
+
+from . import db, outbox
+from .exceptions import CredentialsError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
+from .models import Delivery, DeliveryStatus
+from .providers import DeliveryContext, ProviderAdapter, Skip
+from .schema import events
+from .store import load_state, row_to_event
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 4
+    lease_seconds: float = 120.0
+    max_attempts: int = 10
+    backoff_base: float = 2.0
+    backoff_max: float = 3600.0
+    poll_seconds: float = 2.0
+
+
+def backoff_delay(attempts: int, settings: WorkerSettings, retry_after: float | None, rand: float) -> float:
+    """Seconds to wait before the next attempt: the provider's ``Retry-After`` if it gave one, else
+    exponential backoff with "equal jitter" (half fixed, half random) so retries of many rows spread out."""
+    if retry_after is not None and retry_after >= 0:
+        return min(float(retry_after), settings.backoff_max)
+    ceiling = min(settings.backoff_max, settings.backoff_base * 2 ** max(attempts - 1, 0))
+    return ceiling / 2 + rand * ceiling / 2
+
+
+class Worker:
+    """Delivers the outbox of one database to a set of adapters. Safe to run many at once."""
+
+    def __init__(
+        self, engine: Engine, adapters: Mapping[str, ProviderAdapter], settings: WorkerSettings,
+        *, clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.adapters = dict(adapters)
+        self.settings = settings
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="feedback-delivery")
+        self._random = random.Random()
+
+    # -- one pass ----------------------------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Claim and deliver what is due at ``now``; returns how many rows were processed."""
+        if not self.adapters:
+            return 0
+        now = now or self.clock()
+        with db.write(self.engine) as conn:
+            claimed = outbox.claim(
+                conn, owner=self.owner, providers=list(self.adapters), limit=self.settings.concurrency * 4,
+                now=now, lease_seconds=self.settings.lease_seconds,
+            )
+        if claimed:
+            list(self._pool.map(lambda d: self._deliver(d, now), claimed))
+        return len(claimed)
+
+    def drain(self, now: datetime | None = None) -> int:
+        """Run passes until nothing is due at ``now``."""
+        total = 0
+        while processed := self.run_once(now):
+            total += processed
+        return total
+
+    def reclaim(self) -> int:
+        with db.write(self.engine) as conn:
+            n = outbox.reclaim_expired(conn, self.clock())
+        if n:
+            logger.warning("Reclaimed %d deliveries whose worker lease had expired", n)
+        return n
+
+    # -- one delivery ------------------------------------------------------------------------------
+
+    def _deliver(self, delivery: Delivery, now: datetime) -> None:
+        adapter = self.adapters[delivery.provider]
+        request = None
+        try:
+            context = self._context(delivery, now)
+            request = adapter.build_request(context)
+            if delivery.kind == "state" and request == self._last_request(delivery):
+                raise Skip("Unchanged since the last delivery.")
+            response = adapter.send(request)
+        except Skip as skip:
+            self._finish(delivery, DeliveryStatus.SKIPPED, request=request, error=skip.reason)
+        except RetryableDeliveryError as exc:
+            self._retry_or_fail(delivery, request, exc)
+        except (PermanentDeliveryError, CredentialsError) as exc:
+            logger.warning("Delivery %s to %s failed for good: %s", delivery.pk, delivery.provider, exc)
+            self._finish(delivery, DeliveryStatus.FAILED, request=request, response=exc.response,
+                         error=f"{type(exc).__name__}: {exc}")
+        except DeliveryError as exc:
+            self._retry_or_fail(delivery, request, RetryableDeliveryError(str(exc), response=exc.response))
+        except Exception as exc:  # a bug in an adapter must not kill the worker or lose the row
+            logger.exception("Delivery %s to %s raised unexpectedly", delivery.pk, delivery.provider)
+            self._retry_or_fail(delivery, request, RetryableDeliveryError(f"{type(exc).__name__}: {exc}"))
+        else:
+            self._finish(delivery, DeliveryStatus.DELIVERED, request=request, response=response)
+
+    def _retry_or_fail(self, delivery: Delivery, request: dict | None, exc: RetryableDeliveryError) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        if delivery.attempts >= self.settings.max_attempts:
+            logger.warning("Delivery %s to %s gave up after %d attempts: %s",
+                           delivery.pk, delivery.provider, delivery.attempts, exc)
+            self._finish(delivery, DeliveryStatus.FAILED, request=request, response=exc.response,
+                         error=f"Gave up after {delivery.attempts} attempts. {error}")
+            return
+        delay = backoff_delay(delivery.attempts, self.settings, exc.retry_after, self._random.random())
+        self._finish(delivery, DeliveryStatus.PENDING, request=request, response=exc.response, error=error,
+                     next_attempt_at=self.clock() + timedelta(seconds=delay))
+
+    def _finish(self, delivery: Delivery, status: DeliveryStatus, **values) -> None:
+        with db.write(self.engine) as conn:
+            kept = outbox.finish(conn, delivery, status=status, now=self.clock(), **values)
+        if not kept:
+            logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk,
+                           delivery.provider)
+
+    def _context(self, delivery: Delivery, now: datetime) -> DeliveryContext:
+        from .store import Store
+
+        message = Store(self.engine).get_message(delivery.message_pk)
+        if message is None:
+            raise Skip("The message was purged.")
+        with db.read(self.engine) as conn:
+            if delivery.kind == "state":
+                state = load_state(conn, delivery.message_pk, delivery.user_id)
+                return DeliveryContext(message=message, user_id=delivery.user_id, now=now, state=state)
+            row = conn.execute(select(events).where(events.c.id == delivery.event_pk)).mappings().one()
+            event = row_to_event(row)
+            amendments = conn.execute(
+                select(events).where(events.c.amends == event.event_id).order_by(events.c.id)
+            ).mappings().all()
+        return DeliveryContext(
+            message=message, user_id=delivery.user_id, now=now, event=event,
+            amendments=tuple(row_to_event(a) for a in amendments),
+        )
+
+    def _last_request(self, delivery: Delivery) -> dict | None:
+        with db.read(self.engine) as conn:
+            return outbox.last_delivered_request(conn, delivery)
+
+    # -- running -----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell an idle worker that new deliveries were enqueued."""
+        self._wake.set()
+
+    def run_forever(self) -> None:
+        self.reclaim()
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except Exception:  # the database may be briefly unreachable; keep going
+                logger.exception("Delivery pass failed; retrying in %.1fs", self.settings.poll_seconds)
+                busy = 0
+            if busy:
+                continue
+            self._wake.wait(self._idle_seconds())
+            self._wake.clear()
+
+    def _idle_seconds(self) -> float:
+        try:
+            with db.read(self.engine) as conn:
+                due = outbox.next_due(conn, list(self.adapters))
+        except Exception:
+            return self.settings.poll_seconds
+        if due is None:
+            return self.settings.poll_seconds
+        return max(0.01, min(self.settings.poll_seconds, (due - self.clock()).total_seconds()))
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="feedback-worker", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._pool.shutdown(wait=True)
