@@ -1,0 +1,332 @@
+"""The outbox: what each event enqueues, the settle window, retries, dead letters and leases."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from conftest import register, runtime
+from sqlalchemy import select, update
+from support import RecordingAdapter, event
+
+from feedback_bridge import (
+    CredentialsError,
+    DeliveryStatus,
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    Skip,
+)
+from feedback_bridge import db as fdb
+from feedback_bridge import outbox as ob
+from feedback_bridge.providers import DeliveryContext, ProviderAdapter
+from feedback_bridge.schema import outbox
+from feedback_bridge.worker import Worker, WorkerSettings, backoff_delay
+
+
+class Clock:
+    """A settable clock for the worker, so retry times are exact. Starts a minute ahead of real time,
+    so everything the API enqueued during the test is already due."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc) + timedelta(minutes=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+
+class VoteOnly(ProviderAdapter):
+    """A state provider whose request is just the vote, to see repeated states being skipped."""
+
+    name = "vote_only"
+
+    def __init__(self, name: str | None = None) -> None:
+        super().__init__(name)
+        self.sent: list[dict[str, Any]] = []
+
+    def build_request(self, context: DeliveryContext) -> dict[str, Any]:
+        assert context.state is not None
+        if context.state.vote is None:
+            raise Skip("No vote to send.")
+        return {"vote": context.state.vote}
+
+    def send(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.sent.append(request)
+        return {}
+
+
+def post(app, *events: dict) -> dict:
+    response = app.test_client().post("/feedback/events", json={"events": list(events)})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def rows(app, provider: str | None = None) -> list[dict]:
+    query = select(outbox).order_by(outbox.c.id)
+    if provider:
+        query = query.where(outbox.c.provider == provider)
+    with fdb.read(runtime(app).engine) as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def make_worker(app, clock: Clock, **settings: Any) -> Worker:
+    rt = runtime(app)
+    return Worker(rt.engine, rt.adapters, WorkerSettings(**settings), clock=clock)
+
+
+@pytest.fixture
+def state_app(make_app, database_url):
+    rec = RecordingAdapter("rec")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec})
+    return app, rec
+
+
+def test_a_vote_is_delivered_with_request_and_response_recorded(state_app):
+    app, rec = state_app
+    token = register(app)
+    post(app, event("thumbs_down", token, reason="NOT_COMPLETE", comment="Missing step 3"))
+    assert runtime(app).worker.drain() == 1
+    assert len(rec.sent) == 1
+    assert rec.sent[0]["state"]["vote"] == "down"
+    assert rec.sent[0]["state"]["reason"] == "NOT_COMPLETE"
+    [row] = rows(app)
+    assert row["status"] == DeliveryStatus.DELIVERED
+    assert row["request"] == rec.sent[0]
+    assert row["response"] == {"ok": True, "n": 1}
+    assert row["attempts"] == 1 and row["delivered_at"] is not None and row["lease_until"] is None
+
+
+def test_flips_inside_the_settle_window_make_one_delivery_of_the_final_state(make_app, database_url):
+    rec = RecordingAdapter("rec")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec},
+                   FEEDBACK_SETTLE_SECONDS=60)
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    post(app, event("thumbs_down", token))
+    post(app, event("thumbs_up", token))
+    worker = runtime(app).worker
+    start = datetime.now(timezone.utc)
+    assert worker.run_once(now=start + timedelta(seconds=30)) == 0, "nothing is due inside the window"
+    assert worker.run_once(now=start + timedelta(seconds=61)) == 1
+    assert [r["state"]["vote"] for r in rec.sent] == ["up"]
+    assert [r["status"] for r in rows(app)] == ["delivered"]
+
+
+def test_a_reason_added_inside_the_window_is_merged_into_the_pending_vote(make_app, database_url):
+    state, events_ = RecordingAdapter("state"), RecordingAdapter("events", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"state": state, "events": events_},
+                   FEEDBACK_SETTLE_SECONDS=60)
+    token = register(app)
+    vote = event("thumbs_down", token)
+    post(app, vote)
+    post(app, event("thumbs_down", token, amends=vote["id"], reason="NOT_FACTUALLY_CORRECT", comment="Wrong"))
+    runtime(app).worker.drain(now=datetime.now(timezone.utc) + timedelta(seconds=61))
+    assert [(s["state"]["vote"], s["state"]["reason"], s["state"]["comment"]) for s in state.sent] == [
+        ("down", "NOT_FACTUALLY_CORRECT", "Wrong")
+    ]
+    [sent] = events_.sent
+    assert sent["event"]["id"] == vote["id"]
+    assert (sent["event"]["reason"], sent["event"]["comment"]) == ("NOT_FACTUALLY_CORRECT", "Wrong")
+    statuses = [(r["status"], r["last_error"]) for r in rows(app, "events")]
+    assert statuses == [("delivered", None), ("skipped", ob.MERGED)]
+
+
+def test_event_providers_skip_votes_superseded_inside_the_window(make_app, database_url):
+    rec = RecordingAdapter("ev", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"ev": rec},
+                   FEEDBACK_SETTLE_SECONDS=60)
+    token = register(app)
+    first, second = event("thumbs_up", token), event("thumbs_down", token)
+    rating = event("rating", token, value=4)
+    post(app, first, rating, second)
+    runtime(app).worker.drain(now=datetime.now(timezone.utc) + timedelta(seconds=61))
+    assert sorted(s["event"]["id"] for s in rec.sent) == sorted([second["id"], rating["id"]])
+    by_event = {r["status"]: r["last_error"] for r in rows(app) if r["status"] == "skipped"}
+    assert by_event == {"skipped": ob.SUPERSEDED}
+
+
+def test_after_delivery_a_new_change_is_delivered_again_and_a_repeated_state_is_skipped(make_app, database_url):
+    vote_only = VoteOnly("v")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"v": vote_only})
+    token = register(app)
+    worker = runtime(app).worker
+    post(app, event("thumbs_up", token))
+    worker.drain()
+    post(app, event("thumbs_down", token))
+    worker.drain()
+    post(app, event("thumbs_down", token, id=None, reason="NOT_COMPLETE"))  # same vote, new reason
+    worker.drain()
+    assert vote_only.sent == [{"vote": "up"}, {"vote": "down"}]
+    last = rows(app)[-1]
+    assert (last["status"], last["last_error"]) == ("skipped", "Unchanged since the last delivery.")
+
+
+def test_events_that_do_not_change_the_state_are_recorded_as_skipped_for_state_providers(state_app):
+    app, rec = state_app
+    token = register(app)
+    post(app, event("paste", token, text="my error message"))
+    assert runtime(app).worker.drain() == 0
+    [row] = rows(app)
+    assert (row["status"], row["last_error"]) == ("skipped", ob.UNCHANGED_STATE)
+    assert rec.sent == []
+
+
+def test_a_skip_from_the_mapping_is_recorded_with_its_reason(make_app):
+    vote_only = VoteOnly("v")
+    app = make_app(FEEDBACK_PROVIDERS={"v": vote_only})
+    token = register(app)
+    post(app, event("copy_output", token, text="Open Settings"))
+    runtime(app).worker.drain()
+    [row] = rows(app)
+    assert (row["status"], row["last_error"]) == ("skipped", "No vote to send.")
+    assert vote_only.sent == []
+
+
+def test_retry_after_is_honoured_then_the_delivery_succeeds(state_app):
+    app, rec = state_app
+    clock = Clock()
+    worker = make_worker(app, clock)
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rec.fail_next(RetryableDeliveryError("throttled", retry_after=30, response={"status": 429}))
+    assert worker.run_once(now=clock.now) == 1
+    [row] = rows(app)
+    assert row["status"] == "pending" and row["attempts"] == 1
+    assert row["next_attempt_at"] == clock.now + timedelta(seconds=30)
+    assert row["response"] == {"status": 429} and "throttled" in row["last_error"]
+    assert worker.run_once(now=clock.now + timedelta(seconds=29)) == 0
+    assert worker.run_once(now=clock.advance(30)) == 1
+    [row] = rows(app)
+    assert (row["status"], row["attempts"], row["last_error"]) == ("delivered", 2, None)
+    assert len(rec.sent) == 1
+
+
+@pytest.mark.parametrize("exc", [
+    PermanentDeliveryError("ValidationException: comment too long", response={"status": 400}),
+    CredentialsError("AccessDeniedException", response={"status": 403}),
+])
+def test_permanent_and_credential_errors_become_dead_letters_and_can_be_retried(state_app, exc):
+    app, rec = state_app
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rec.fail_next(exc)
+    runtime(app).worker.drain()
+    [row] = rows(app)
+    assert row["status"] == "failed" and row["attempts"] == 1
+    assert row["last_error"] == f"{type(exc).__name__}: {exc}"
+    assert row["response"] == exc.response
+    assert row["request"]["state"]["vote"] == "up", "the exact request is kept for the operator"
+    with fdb.write(runtime(app).engine) as conn:
+        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="other") == 0
+        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="rec") == 1
+    runtime(app).worker.drain()
+    assert [r["status"] for r in rows(app)] == ["delivered"]
+    assert len(rec.sent) == 1
+
+
+def test_exhausted_retries_become_a_dead_letter(state_app):
+    app, rec = state_app
+    clock = Clock()
+    worker = make_worker(app, clock, max_attempts=3, backoff_base=1, backoff_max=10)
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rec.fail_next(RetryableDeliveryError("HTTP 500"), times=3)
+    for _ in range(3):
+        assert worker.run_once(now=clock.advance(60)) == 1
+    [row] = rows(app)
+    assert row["status"] == "failed" and row["attempts"] == 3
+    assert row["last_error"].startswith("Gave up after 3 attempts.")
+    assert worker.run_once(now=clock.advance(3600)) == 0
+
+
+def test_a_bug_in_an_adapter_is_retried_not_lost(state_app):
+    app, rec = state_app
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rec.fail_next(KeyError("boom"))
+    clock = Clock()
+    worker = make_worker(app, clock)
+    worker.run_once(now=clock.now)
+    [row] = rows(app)
+    assert row["status"] == "pending" and "KeyError" in row["last_error"]
+    worker.run_once(now=clock.advance(3600))
+    assert [r["status"] for r in rows(app)] == ["delivered"]
+
+
+@pytest.mark.parametrize(("attempts", "rand", "expected"), [
+    (1, 0.0, 1.0), (1, 1.0, 2.0), (3, 0.0, 4.0), (3, 1.0, 8.0), (20, 0.5, 75.0),
+])
+def test_backoff_is_exponential_with_equal_jitter_and_capped(attempts, rand, expected):
+    settings = WorkerSettings(backoff_base=2.0, backoff_max=100.0)
+    assert backoff_delay(attempts, settings, None, rand) == pytest.approx(expected)
+
+
+def test_backoff_uses_retry_after_when_given_capped_at_the_maximum():
+    settings = WorkerSettings(backoff_base=2.0, backoff_max=100.0)
+    assert backoff_delay(5, settings, 7.5, 0.9) == 7.5
+    assert backoff_delay(1, settings, 10_000, 0.0) == 100.0
+
+
+def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(state_app):
+    app, _ = state_app
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rt = runtime(app)
+    now = datetime.now(timezone.utc)
+    with fdb.write(rt.engine) as conn:
+        [first] = ob.claim(conn, owner="a", providers=["rec"], limit=10, now=now, lease_seconds=10)
+    later = now + timedelta(seconds=11)
+    with fdb.write(rt.engine) as conn:
+        [second] = ob.claim(conn, owner="b", providers=["rec"], limit=10, now=later, lease_seconds=10)
+        assert second.pk == first.pk and second.attempts == 2
+        assert not ob.finish(conn, first, status=DeliveryStatus.FAILED, now=later, error="late")
+        assert ob.finish(conn, second, status=DeliveryStatus.DELIVERED, now=later)
+    [row] = rows(app)
+    assert row["status"] == "delivered" and row["last_error"] is None
+
+
+def test_a_row_is_not_claimed_while_an_older_one_of_the_same_key_is_in_flight(state_app):
+    app, _ = state_app
+    token = register(app)
+    rt = runtime(app)
+    post(app, event("thumbs_up", token))
+    now = datetime.now(timezone.utc)
+    with fdb.write(rt.engine) as conn:
+        [held] = ob.claim(conn, owner="a", providers=["rec"], limit=10, now=now, lease_seconds=60)
+    post(app, event("thumbs_down", token))  # a new pending row for the same (provider, message, user)
+    later = now + timedelta(seconds=5)  # the new row is due, the held lease still live
+    with fdb.write(rt.engine) as conn:
+        assert ob.claim(conn, owner="b", providers=["rec"], limit=10, now=later, lease_seconds=60) == []
+        ob.finish(conn, held, status=DeliveryStatus.DELIVERED, now=later)
+        [next_] = ob.claim(conn, owner="b", providers=["rec"], limit=10, now=later, lease_seconds=60)
+    assert next_.pk != held.pk
+
+
+def test_reclaim_on_start_puts_expired_in_flight_rows_back(state_app):
+    app, rec = state_app
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    rt = runtime(app)
+    with fdb.write(rt.engine) as conn:  # a worker that died holding a lease which has since run out
+        ob.claim(conn, owner="dead-worker", providers=["rec"], limit=10, now=datetime.now(timezone.utc),
+                 lease_seconds=0)
+    assert [r["status"] for r in rows(app)] == ["in_flight"]
+    assert rt.worker.reclaim() == 1
+    [row] = rows(app)
+    assert (row["status"], row["lease_owner"]) == ("pending", None)
+    rt.worker.drain()
+    assert len(rec.sent) == 1
+
+
+def test_rows_of_unconfigured_providers_stay_pending(make_app, sqlite_url):
+    app = make_app(FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
+    token = register(app)
+    post(app, event("thumbs_up", token))
+    with fdb.write(runtime(app).engine) as conn:
+        conn.execute(update(outbox).values(provider="gone"))
+    assert runtime(app).worker.drain() == 0
+    assert [r["status"] for r in rows(app)] == ["pending"]

@@ -1,0 +1,131 @@
+"""Many workers over one outbox, and a worker process killed in the middle of a delivery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+from conftest import register, runtime
+from sqlalchemy import select
+from support import RecordingAdapter, event
+
+from feedback_bridge import db as fdb
+from feedback_bridge.schema import outbox
+from feedback_bridge.worker import Worker, WorkerSettings
+
+
+def wait_for(condition, timeout: float = 30.0, interval: float = 0.02) -> None:
+    """Poll ``condition`` until true; fail after ``timeout``. (Polling a condition, not sleeping blindly.)"""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(interval)
+
+
+def test_two_workers_racing_over_one_outbox_never_send_a_delivery_twice(make_app, database_url):
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={
+        "state": RecordingAdapter("state"), "events": RecordingAdapter("events", mode="event"),
+    })
+    client = app.test_client()
+    expected_events: list[str] = []
+    for m in range(40):
+        token = register(app, message_id=f"m-{m}", user_id=f"user-{m % 7}")
+        batch = [event("thumbs_up", token), event("copy_output", token, text="Open Settings"),
+                 event("rating", token, value=1 + m % 5)]
+        expected_events += [e["id"] for e in batch]
+        assert client.post("/feedback/events", json={"events": batch}).json["accepted"] == 3
+
+    # Each worker has its own engine (its own connections) and its own adapter instances.
+    workers, adapters = [], []
+    for _ in range(2):
+        pair = {"state": RecordingAdapter("state", latency=0.005),
+                "events": RecordingAdapter("events", mode="event", latency=0.005)}
+        adapters.append(pair)
+        workers.append(Worker(fdb.make_engine(database_url), pair, WorkerSettings(concurrency=3)))
+    barrier = threading.Barrier(len(workers))
+    errors: list[BaseException] = []
+
+    def run(worker: Worker) -> None:
+        try:
+            barrier.wait()
+            worker.drain()
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for w in workers:
+        w.stop()
+        w.engine.dispose()
+    assert not errors, errors
+
+    sent_events = Counter(r["event"]["id"] for pair in adapters for r in pair["events"].sent)
+    assert sorted(sent_events) == sorted(expected_events)
+    assert set(sent_events.values()) == {1}, "an event was delivered twice"
+    sent_states = [r for pair in adapters for r in pair["state"].sent]
+    assert len(sent_states) == 40, "one coalesced state delivery per message"
+    assert len({(r["message_id"], r["user_id"]) for r in sent_states}) == 40
+    assert all(pair["events"].sent for pair in adapters), "both workers took part in the race"
+    with fdb.read(runtime(app).engine) as conn:
+        statuses = Counter(conn.execute(select(outbox.c.status)).scalars())
+    assert statuses == {"delivered": 40 + len(expected_events)}
+
+
+CRASHING_WORKER = textwrap.dedent("""
+    import pathlib, sys, threading
+    from feedback_bridge.db import make_engine
+    from feedback_bridge.providers.log import LogAdapter
+    from feedback_bridge.worker import Worker, WorkerSettings
+
+    class Stuck(LogAdapter):
+        def send(self, request):
+            pathlib.Path(sys.argv[2]).write_text("sending")
+            threading.Event().wait()  # hangs until the test kills this process
+
+    worker = Worker(make_engine(sys.argv[1]), {"rec": Stuck("rec")}, WorkerSettings(lease_seconds=300))
+    worker.run_once()
+""")
+
+
+def test_a_worker_killed_mid_delivery_leaves_a_lease_that_another_worker_reclaims(
+    make_app, database_url, tmp_path
+):
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
+    token = register(app)
+    assert app.test_client().post("/feedback/events", json={"events": [event("thumbs_up", token)]}).json[
+        "accepted"] == 1
+    script, marker = tmp_path / "crashing_worker.py", tmp_path / "sending"
+    script.write_text(CRASHING_WORKER)
+    child = subprocess.Popen([sys.executable, str(script), database_url, str(marker)])
+    try:
+        wait_for(marker.exists)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait(30)
+    assert child.returncode == -signal.SIGKILL
+
+    engine = runtime(app).engine
+    with fdb.read(engine) as conn:
+        row = conn.execute(select(outbox)).mappings().one()
+    assert row["status"] == "in_flight" and row["lease_owner"].split(":")[1] == str(child.pid)
+
+    survivor = RecordingAdapter("rec")
+    worker = Worker(engine, {"rec": survivor}, WorkerSettings())
+    now = datetime.now(timezone.utc)
+    assert worker.run_once(now=now) == 0, "a live lease is respected"
+    assert worker.run_once(now=row["lease_until"] + timedelta(seconds=1)) == 1
+    worker.stop()
+    with fdb.read(engine) as conn:
+        row = conn.execute(select(outbox)).mappings().one()
+    assert (row["status"], row["attempts"]) == ("delivered", 2)
+    assert [r["state"]["vote"] for r in survivor.sent] == ["up"]
