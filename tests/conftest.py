@@ -15,6 +15,16 @@ from feedback_bridge.extension import Runtime
 from feedback_bridge.schema import metadata
 
 PG_ENV = "FEEDBACK_TEST_DATABASE_URL"
+# CI sets this: a skipped test there is a suite that did not run, and fails the run.
+REQUIRE_ALL = bool(os.environ.get("FEEDBACK_REQUIRE_ALL_SUITES"))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if REQUIRE_ALL and skipped and session.exitstatus == 0:
+        reporter.write_line(f"FEEDBACK_REQUIRE_ALL_SUITES is set and {skipped} tests were skipped", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import register, runtime
 from sqlalchemy import select, update
-from support import RecordingAdapter, event
 
+from conftest import register, runtime
 from feedback_bridge import (
     CredentialsError,
     DeliveryStatus,
@@ -22,6 +21,7 @@ from feedback_bridge import outbox as ob
 from feedback_bridge.providers import DeliveryContext, ProviderAdapter
 from feedback_bridge.schema import outbox
 from feedback_bridge.worker import Worker, WorkerSettings, backoff_delay
+from support import RecordingAdapter, event
 
 
 class Clock:

@@ -12,13 +12,13 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from conftest import register, runtime
 from sqlalchemy import select
-from support import RecordingAdapter, event
 
+from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.schema import outbox
 from feedback_bridge.worker import Worker, WorkerSettings
+from support import RecordingAdapter, event
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.02) -> None:
