@@ -72,8 +72,7 @@ class Store:
 
     def get_message(self, pk: int) -> Message | None:
         with db.read(self.engine) as conn:
-            row = conn.execute(select(messages).where(messages.c.id == pk)).mappings().first()
-        return _message(row) if row else None
+            return load_message(conn, pk)
 
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
         where = (messages.c.conversation_id == conversation_id) & (messages.c.message_id == message_id)
@@ -123,6 +122,11 @@ class Store:
                 )
                 outcomes.append(Outcome(event.event_id, "accepted"))
         return outcomes
+
+
+def load_message(conn: Connection, pk: int) -> Message | None:
+    row = conn.execute(select(messages).where(messages.c.id == pk)).mappings().first()
+    return _message(row) if row else None
 
 
 def load_state(conn: Connection, message_pk: int, user_id: str, *, for_update: bool = False) -> FeedbackState:

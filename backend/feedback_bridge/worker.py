@@ -20,7 +20,7 @@ from .exceptions import CredentialsError, DeliveryError, PermanentDeliveryError,
 from .models import Delivery, DeliveryStatus
 from .providers import DeliveryContext, ProviderAdapter, Skip
 from .schema import events
-from .store import load_state, row_to_event
+from .store import load_message, load_state, row_to_event
 
 logger = logging.getLogger(__name__)
 
@@ -142,12 +142,10 @@ class Worker:
                            delivery.provider)
 
     def _context(self, delivery: Delivery, now: datetime) -> DeliveryContext:
-        from .store import Store
-
-        message = Store(self.engine).get_message(delivery.message_pk)
-        if message is None:
-            raise Skip("The message was purged.")
         with db.read(self.engine) as conn:
+            message = load_message(conn, delivery.message_pk)
+            if message is None:
+                raise Skip("The message was purged.")
             if delivery.kind == "state":
                 state = load_state(conn, delivery.message_pk, delivery.user_id)
                 return DeliveryContext(message=message, user_id=delivery.user_id, now=now, state=state)
