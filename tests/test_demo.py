@@ -72,6 +72,11 @@ def test_demo_defaults_can_be_overridden(tmp_path) -> None:
         assert sorted(generated.extensions["feedback_bridge"].adapters) == ["log"]
     finally:
         generated.extensions["feedback_bridge"].close()
+    restarted = create_app({"FEEDBACK_WORKER": False}, data_dir=tmp_path)
+    try:
+        assert restarted.config["SECRET_KEY"] == generated.config["SECRET_KEY"], "tokens survive a restart"
+    finally:
+        restarted.extensions["feedback_bridge"].close()
 
 
 def test_demo_stylesheet_and_widget_are_served(demo_app: Flask) -> None:

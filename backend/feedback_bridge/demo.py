@@ -46,6 +46,17 @@ def default_data_dir() -> Path:
     return Path(base) / "feedback-bridge"
 
 
+def _persistent_secret(folder: Path) -> str:
+    """The demo's signing key, kept beside its database so tokens on open pages survive a restart."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
 def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> Flask:
     """The demo app. ``config`` overrides app config keys; ``data_dir`` holds its SQLite database.
 
@@ -56,7 +67,7 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
     app = Flask(__name__, instance_path=str(instance), static_folder=None, template_folder=None)
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
-        app.config["SECRET_KEY"] = secrets.token_hex(32)
+        app.config["SECRET_KEY"] = _persistent_secret(instance)
     bridge = FeedbackBridge(app, providers={"log": {"mode": "event"}}, settle_seconds=2)
 
     @app.get("/")
