@@ -129,3 +129,22 @@ def test_a_worker_killed_mid_delivery_leaves_a_lease_that_another_worker_reclaim
         row = conn.execute(select(outbox)).mappings().one()
     assert (row["status"], row["attempts"]) == ("delivered", 2)
     assert [r["state"]["vote"] for r in survivor.sent] == ["up"]
+
+
+def test_stopping_a_running_worker_finishes_the_pass_it_is_in(make_app, sqlite_url):
+    rec = RecordingAdapter("rec")
+    app = make_app(FEEDBACK_PROVIDERS={"rec": rec})
+    token = register(app)
+    app.test_client().post("/feedback/events", json={"events": [event("thumbs_up", token)]})
+    rec.gate = threading.Event()
+    worker = Worker(runtime(app).engine, {"rec": rec}, WorkerSettings())
+    thread = worker.start()
+    assert rec.entered.wait(30), "the worker claimed the delivery and is sending it"
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    rec.gate.set()  # the provider answers while stop() is waiting
+    stopper.join(30)
+    thread.join(30)
+    assert not thread.is_alive() and not stopper.is_alive()
+    with fdb.read(runtime(app).engine) as conn:
+        assert conn.execute(select(outbox.c.status)).scalars().all() == ["delivered"]

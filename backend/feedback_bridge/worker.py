@@ -62,6 +62,8 @@ class Worker:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._loop_done = threading.Event()  # clear while run_forever is inside its loop
+        self._loop_done.set()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="feedback-delivery")
         self._random = random.Random()
 
@@ -170,17 +172,21 @@ class Worker:
         self._wake.set()
 
     def run_forever(self) -> None:
-        self.reclaim()
-        while not self._stop.is_set():
-            try:
-                busy = self.run_once()
-            except Exception:  # the database may be briefly unreachable; keep going
-                logger.exception("Delivery pass failed; retrying in %.1fs", self.settings.poll_seconds)
-                busy = 0
-            if busy:
-                continue
-            self._wake.wait(self._idle_seconds())
-            self._wake.clear()
+        self._loop_done.clear()
+        try:
+            self.reclaim()
+            while not self._stop.is_set():
+                try:
+                    busy = self.run_once()
+                except Exception:  # the database may be briefly unreachable; keep going
+                    logger.exception("Delivery pass failed; retrying in %.1fs", self.settings.poll_seconds)
+                    busy = 0
+                if busy:
+                    continue
+                self._wake.wait(self._idle_seconds())
+                self._wake.clear()
+        finally:
+            self._loop_done.set()
 
     def _idle_seconds(self) -> float:
         try:
@@ -198,6 +204,8 @@ class Worker:
         return thread
 
     def stop(self) -> None:
+        """Finish the pass in progress (its claimed rows are delivered, not left leased), then stop."""
         self._stop.set()
         self._wake.set()
+        self._loop_done.wait(self.settings.lease_seconds)
         self._pool.shutdown(wait=True)
