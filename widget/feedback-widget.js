@@ -5,6 +5,9 @@
   "use strict";
   const script = document.currentScript;
   const DEFAULT_ENDPOINT = script && script.src ? new URL("events", script.src).href : "/feedback/events";
+  // A plain thumb drawn for this widget (emoji fonts are missing on many Linux desktops).
+  const THUMB = `<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="currentColor">
+<path d="M2 10h4v11H2zM8 10l4-8c1.5 0 3 1 3 3v4h5.5c1.4 0 2.4 1.3 2 2.6l-2.2 7.6A2 2 0 0 1 18.4 21H8z"/></svg>`;
   const TEMPLATE = `<style>
   :host { display: inline-flex; align-items: center; gap: .375rem; font: inherit; color: inherit; }
   :host([hidden]) { display: none; }
@@ -14,11 +17,13 @@
   button:focus-visible { outline: 2px solid var(--feedback-widget-accent, #2f5fd0); outline-offset: 2px; }
   button[aria-pressed="true"] { border-color: var(--feedback-widget-accent, #2f5fd0);
     background: var(--feedback-widget-pressed-bg, #e4ebfb); }
+  svg { display: block; }
+  [data-vote="down"] svg { transform: rotate(180deg); }
   [role="status"] { font-size: .85em; opacity: .8; }
 </style><button type="button" part="button up" data-vote="up" aria-label="Thumbs up" aria-pressed="false"
-  title="Good answer"><span aria-hidden="true">\u{1F44D}</span></button><button type="button"
+  title="Good answer">${THUMB}</button><button type="button"
   part="button down" data-vote="down" aria-label="Thumbs down" aria-pressed="false"
-  title="Bad answer"><span aria-hidden="true">\u{1F44E}</span></button><span role="status" aria-live="polite"
+  title="Bad answer">${THUMB}</button><span role="status" aria-live="polite"
   part="status"></span>`;
 
   /** A UUID; crypto.randomUUID only exists in secure contexts, getRandomValues everywhere. */
