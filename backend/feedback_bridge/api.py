@@ -61,6 +61,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return error(400, {"_schema": [f"The body is not valid JSON: {exc}"]})
+        except RecursionError:
+            return error(400, {"_schema": ["The body is not valid JSON: nested too deeply."]})
         try:
             envelope = _envelope_schema.load(body) if isinstance(body, dict) else _envelope_schema.load({})
         except ValidationError as exc:
@@ -184,4 +186,9 @@ def _unexpected_error(exc: Exception) -> Response:
 
 def json_http_error(exc: HTTPException) -> Response:
     """HTTP errors under the prefix answer in JSON, like every other response of the API."""
-    return error(exc.code or 500, {"_schema": [exc.description or exc.name]})
+    response = error(exc.code or 500, {"_schema": [exc.description or exc.name]})
+    # Keep the error's own headers, such as the Allow header a 405 must carry.
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response

@@ -102,6 +102,11 @@ class Settings:
             raise ConfigurationError("FEEDBACK_WORKER_CONCURRENCY and FEEDBACK_MAX_ATTEMPTS must be >= 1.")
         if settings.settle_seconds < 0 or settings.token_max_age < 1:
             raise ConfigurationError("FEEDBACK_SETTLE_SECONDS must be >= 0 and FEEDBACK_TOKEN_MAX_AGE >= 1.")
+        if min(settings.poll_seconds, settings.lease_seconds, settings.backoff_base) <= 0 or settings.backoff_max < 0:
+            raise ConfigurationError("FEEDBACK_POLL_SECONDS, FEEDBACK_LEASE_SECONDS and FEEDBACK_BACKOFF_BASE must "
+                                     "be > 0 and FEEDBACK_BACKOFF_MAX >= 0.")
+        if settings.max_content_length < 1:
+            raise ConfigurationError("FEEDBACK_MAX_CONTENT_LENGTH must be >= 1.")
         return settings
 
 
@@ -113,5 +118,8 @@ def _as_list(value: Any) -> list[str]:
 
 def _as_bool(value: Any) -> bool:
     if isinstance(value, str):
-        return value.strip().lower() in {"1", "true", "yes", "on"}
+        word = value.strip().lower()
+        if word not in {"1", "true", "yes", "on", "0", "false", "no", "off", ""}:
+            raise ValueError(f"{value!r} is not a boolean")
+        return word in {"1", "true", "yes", "on"}
     return bool(value)

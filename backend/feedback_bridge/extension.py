@@ -16,11 +16,11 @@ from werkzeug.exceptions import HTTPException
 from . import db
 from .api import create_blueprint, json_http_error
 from .config import Settings, apply_defaults
-from .exceptions import ConfigurationError, NotInitializedError, UnknownMessageError
+from .exceptions import ConfigurationError, NotInitializedError, TokenInvalid, TokenMissing, UnknownMessageError
 from .models import FeedbackState, Message
 from .providers import ProviderAdapter, build_adapters
 from .store import IncomingEvent, Outcome, Store
-from .tokens import MessageTokens
+from .tokens import MessageTokens, message_key
 from .worker import Worker, WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,11 @@ class Runtime:
 
     def __init__(self, app: Flask, settings: Settings) -> None:
         self.settings = settings
+        # Adapters first: a bad FEEDBACK_PROVIDERS fails before a database is opened or created.
+        self.adapters: dict[str, ProviderAdapter] = build_adapters(settings.providers)
         self.engine: Engine = db.make_engine(settings.database_url, settings.engine_options)
         self.store = Store(self.engine)
         self.store.create_tables()
-        self.adapters: dict[str, ProviderAdapter] = build_adapters(settings.providers)
         self.worker = Worker(self.engine, self.adapters, WorkerSettings(
             concurrency=settings.worker_concurrency, lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts, backoff_base=settings.backoff_base,
@@ -60,11 +61,16 @@ class Runtime:
         return MessageTokens(config.get("SECRET_KEY"), config.get("SECRET_KEY_FALLBACKS") or ())
 
     def resolve_token(self, token: str | None) -> tuple[Message, str]:
-        message_pk, user_id = self.tokens.verify(token, self.settings.token_max_age)
-        message = self.store.get_message(message_pk)
-        if message is None:
+        if not self._app_config.get("SECRET_KEY"):
+            # A client's (bad) token is not a server error: without a secret no token can be trusted.
+            if not token:
+                raise TokenMissing("A message token is required.")
+            raise TokenInvalid("This server cannot verify message tokens.")
+        claims = self.tokens.verify(token, self.settings.token_max_age)
+        message = self.store.get_message(claims.message_pk)
+        if message is None or message_key(message.conversation_id, message.message_id) != claims.message_key:
             raise UnknownMessageError("The message of this token is no longer known.")
-        return message, user_id
+        return message, claims.user_id
 
     def ingest(self, items: Sequence[IncomingEvent]) -> list[Outcome]:
         outcomes = self.store.ingest(items, self.adapters, settle_seconds=self.settings.settle_seconds,
@@ -92,6 +98,8 @@ class Runtime:
 
     def close(self) -> None:
         self.worker.stop()
+        if self._worker_thread is not None:
+            self._worker_thread.join(timeout=30)  # do not dispose the engine under a running pass
         for adapter in self.adapters.values():
             adapter.close()
         self.engine.dispose()
@@ -118,9 +126,14 @@ class FeedbackBridge:
         app.register_blueprint(create_blueprint(runtime))
         prefix = runtime.settings.url_prefix
 
-        # Routing errors (404, 405) under the prefix never reach the blueprint's own handlers.
+        # Routing errors (404, 405) under the prefix never reach the blueprint's own handlers. Elsewhere the
+        # host app's own HTTPException handler, if it registered one, keeps answering.
+        host_handler = app.error_handler_spec.get(None, {}).get(None, {}).get(HTTPException)
+
         def _json_routing_errors(exc: HTTPException):
-            return json_http_error(exc) if request.path.startswith(prefix + "/") else exc
+            if request.path.startswith(prefix + "/"):
+                return json_http_error(exc)
+            return host_handler(exc) if host_handler is not None else exc
 
         app.register_error_handler(HTTPException, _json_routing_errors)
         from .cli import feedback_cli
@@ -164,11 +177,12 @@ class FeedbackBridge:
         if not all(isinstance(v, Mapping) for v in refs.values()):
             raise ValueError("refs maps each provider name to a dict of that provider's ids.")
         runtime = self.get_runtime()
+        tokens = runtime.tokens  # without a SECRET_KEY this raises, before anything is stored
         message = runtime.store.register_message(
             conversation_id=conversation_id, message_id=message_id, user_id=user_id, input=input,
             output=output, refs={k: dict(v) for k, v in refs.items()}, now=runtime.now(),
         )
-        return runtime.tokens.issue(message.pk, user_id)
+        return tokens.issue(message.pk, user_id, message_key(message.conversation_id, message.message_id))
 
     def get_state(self, token: str) -> FeedbackState:
         runtime = self.get_runtime()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime, timezone
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -13,13 +14,52 @@ from .models import REASONS, TEXT_TYPES, VOTE_TYPES, EventType
 MAX_EVENTS = 100
 MAX_COMMENT = 1000
 MAX_TEXT = 10_000
+# A token carries the user id (up to 1024 characters, JSON-escaped when not ASCII): measured tokens stay under
+# 4.5 kB for any user id register_message accepts, so this keeps every token it issues usable.
+MAX_TOKEN = 8192
 EVENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{7,63}$")
+# RFC 3339 section 5.6 `date-time`, with its time-offset required ("T" and "Z" may be lower case).
+RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:[0-9]{2})", re.IGNORECASE
+)
+
+
+class _FullMatch(validate.Regexp):
+    """``Regexp`` matching the whole value: ``$`` alone would let a trailing newline through."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+def _storable(value: str) -> None:
+    """Text both databases can store: no NUL (PostgreSQL refuses it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        raise ValidationError("The NUL character U+0000 is not allowed.")
+    if any(unicodedata.category(c) == "Cs" for c in value):
+        raise ValidationError("Lone surrogate code points are not valid Unicode text.")
 
 
 def _no_control_characters(value: str) -> None:
+    _storable(value)
     bad = next((c for c in value if unicodedata.category(c) == "Cc" and c not in "\n\t"), None)
     if bad is not None:
         raise ValidationError(f"Control character U+{ord(bad):04X} is not allowed (only newline and tab).")
+
+
+class RFC3339DateTime(fields.AwareDateTime):
+    """An RFC 3339 date-time with an offset; ISO 8601 forms outside RFC 3339 are refused."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        if not isinstance(value, str) or RFC3339.fullmatch(value) is None:
+            raise ValidationError("Not an RFC 3339 date-time with an offset, e.g. 2025-01-31T09:30:00Z.")
+        parsed = super()._deserialize(value.upper(), attr, data, **kwargs)
+        try:
+            parsed.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError("The date-time is out of range.") from None
+        return parsed
 
 
 class EventSchema(Schema):
@@ -30,7 +70,7 @@ class EventSchema(Schema):
 
     id = fields.String(
         required=True,
-        validate=validate.Regexp(EVENT_ID, error="Must be 8-64 characters of letters, digits and ._:- ."),
+        validate=_FullMatch(EVENT_ID, error="Must be 8-64 characters of letters, digits and ._:- ."),
         metadata={"description": "Client-made idempotency key (a UUID)."},
     )
     type = fields.String(required=True, validate=validate.OneOf([t.value for t in EventType]))
@@ -38,18 +78,18 @@ class EventSchema(Schema):
     reason = fields.String(validate=validate.OneOf(REASONS), metadata={"description": "Votes and ratings."})
     comment = fields.String(validate=[validate.Length(max=MAX_COMMENT), _no_control_characters])
     text = fields.String(
-        validate=validate.Length(1, MAX_TEXT), metadata={"description": "The copied or pasted text."}
+        validate=[validate.Length(1, MAX_TEXT), _storable], metadata={"description": "The copied or pasted text."}
     )
-    occurred_at = fields.AwareDateTime(format="iso", metadata={"description": "RFC 3339, with an offset."})
+    occurred_at = RFC3339DateTime(format="iso", metadata={"description": "RFC 3339, with an offset."})
     amends = fields.String(
-        validate=validate.Regexp(EVENT_ID, error="Must be the id of an earlier vote."),
+        validate=_FullMatch(EVENT_ID, error="Must be the id of an earlier vote."),
         metadata={"description": "Id of the vote this adds a reason or comment to."},
     )
-    token = fields.String(validate=validate.Length(1, 2048), metadata={"description": "The message token."})
+    token = fields.String(validate=validate.Length(1, MAX_TOKEN), metadata={"description": "The message token."})
     # Unsigned mode (FEEDBACK_ALLOW_UNSIGNED) names the message inline; with a token they must match it.
-    conversation_id = fields.String(validate=validate.Length(1, 256))
-    message_id = fields.String(validate=validate.Length(1, 256))
-    user_id = fields.String(validate=validate.Length(1, 1024))
+    conversation_id = fields.String(validate=[validate.Length(1, 256), _storable])
+    message_id = fields.String(validate=[validate.Length(1, 256), _storable])
+    user_id = fields.String(validate=[validate.Length(1, 1024), _storable])
 
     @validates_schema(skip_on_field_errors=True)
     def _fields_fit_the_type(self, data: dict[str, Any], **_: Any) -> None:
@@ -117,7 +157,7 @@ class StateQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    token = fields.String(required=True, validate=validate.Length(1, 2048))
+    token = fields.String(required=True, validate=validate.Length(1, MAX_TOKEN))
 
 
 class HealthSchema(Schema):
