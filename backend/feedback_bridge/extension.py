@@ -135,7 +135,8 @@ class FeedbackBridge:
                 return json_http_error(exc)
             return host_handler(exc) if host_handler is not None else exc
 
-        app.register_error_handler(HTTPException, _json_routing_errors)
+        if prefix:  # mounted at the root, the host app's errors stay the host app's
+            app.register_error_handler(HTTPException, _json_routing_errors)
         from .cli import feedback_cli
 
         app.cli.add_command(feedback_cli)

@@ -176,6 +176,7 @@ class Worker:
         try:
             self.reclaim()
             while not self._stop.is_set():
+                self._wake.clear()  # before the pass: a wake() during it makes the wait below return at once
                 try:
                     busy = self.run_once()
                 except Exception:  # the database may be briefly unreachable; keep going
@@ -184,7 +185,6 @@ class Worker:
                 if busy:
                     continue
                 self._wake.wait(self._idle_seconds())
-                self._wake.clear()
         finally:
             self._loop_done.set()
 
