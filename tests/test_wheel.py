@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import site
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -61,8 +63,14 @@ def installed(tmp_path_factory) -> Installed:
     _run(sys.executable, "-m", "build", "--wheel", *isolation, "--outdir", dist, REPO, cwd=root)
     (wheel,) = dist.glob("feedback_bridge-*.whl")
     venv = root / "venv"
-    # Runtime dependencies come from the machine; the venv's own site-packages still comes first on sys.path.
-    _run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv, cwd=root)
+    _run(sys.executable, "-m", "venv", venv, cwd=root)  # with its own pip, from ensurepip (offline)
+    # Runtime dependencies (Flask, SQLAlchemy...) come from this test run's own environment through a .pth
+    # file, listed after the venv's own site-packages. Folders named in a .pth do not get their own .pth
+    # files processed, so the repository's editable install stays invisible: only the wheel is importable.
+    venv_site = _run(venv / "bin" / "python", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                     cwd=root).strip()
+    parent_sites = dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])
+    (Path(venv_site) / "zz_test_runtime_deps.pth").write_text("\n".join(parent_sites) + "\n")
     _run(venv / "bin" / "python", "-m", "pip", "install", "--no-deps", "--no-index", "--quiet", wheel, cwd=root)
     outside = root / "elsewhere"
     outside.mkdir()
