@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import signal
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -258,7 +259,7 @@ def export_command(fmt: str, output: str, since: datetime | None, until: datetim
             return
         total = maintenance.count_events(runtime.engine, filters)
         with click.progressbar(length=total, label="Exporting events",
-                               file=click.get_text_stream("stderr")) as bar:
+                               file=sys.stderr) as bar:
             _write(stream, fmt, _counting(rows, bar))
     click.echo(f"Wrote {bar.pos} events to {output}.", err=True)
 
