@@ -113,7 +113,10 @@ def test_flips_inside_the_settle_window_make_one_delivery_of_the_final_state(mak
     assert worker.run_once(now=start + timedelta(seconds=30)) == 0, "nothing is due inside the window"
     assert worker.run_once(now=start + timedelta(seconds=61)) == 1
     assert [r["state"]["vote"] for r in rec.sent] == ["up"]
-    assert [r["status"] for r in rows(app)] == ["delivered"]
+    first, *later = rows(app)
+    assert first["status"] == "delivered"
+    assert [(r["status"], r["last_error"]) for r in later] == [
+        ("skipped", f"{ob.COALESCED} (#{first['id']})")] * 2, "the later flips say which delivery carried them"
 
 
 def test_a_reason_added_inside_the_window_is_merged_into_the_pending_vote(make_app, database_url):

@@ -26,6 +26,7 @@ DELIVERED, SKIPPED, FAILED = DeliveryStatus.DELIVERED.value, DeliveryStatus.SKIP
 UNCHANGED_STATE = "The feedback state did not change."
 SUPERSEDED = "Superseded by a later vote inside the settle window."
 MERGED = "Merged into the pending vote it amends."
+COALESCED = "Coalesced into the pending delivery of this feedback state"
 
 # Which earlier pending votes a new vote replaces, for "event" providers.
 _SUPERSEDES = {
@@ -59,11 +60,17 @@ def enqueue(
                 provider=name, kind=adapter.mode, status=SKIPPED, last_error=reason, next_attempt_at=now, **base
             ))
         elif adapter.mode == "state":
-            # Joins the pending, unclaimed row of this (provider, message, user) if there is one.
-            conn.execute(db.insert_ignore(conn, outbox, ["coalesce_key"]).values(
-                provider=name, kind="state", status=PENDING, next_attempt_at=due,
-                coalesce_key=coalesce_key(name, message.pk, user_id), **base,
-            ))
+            key = coalesce_key(name, message.pk, user_id)
+            opened = conn.execute(db.insert_ignore(conn, outbox, ["coalesce_key"]).values(
+                provider=name, kind="state", status=PENDING, next_attempt_at=due, coalesce_key=key, **base,
+            ).returning(outbox.c.id)).scalar()
+            if opened is None:
+                # A pending delivery of this state exists: it will carry this change. Say so on the event.
+                pending = conn.execute(select(outbox.c.id).where(outbox.c.coalesce_key == key)).scalar()
+                conn.execute(insert(outbox).values(
+                    provider=name, kind="state", status=SKIPPED, next_attempt_at=now,
+                    last_error=f"{COALESCED} (#{pending})", **base,
+                ))
         else:
             if event.amends is None and event.type in _SUPERSEDES:
                 _supersede_pending_votes(conn, name, message.pk, user_id, event.type, now)
