@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert, TableClause
 
@@ -48,8 +48,18 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+# Any constant shared by every process of every app: PostgreSQL's advisory lock key for creating the tables.
+_CREATE_LOCK = 0x46424252  # "FBBR"
+
+
 def create_all(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """Create missing tables. App processes starting together on PostgreSQL take turns (an advisory lock),
+    or each would see the tables missing and all but one fail on the duplicate; SQLite's IMMEDIATE
+    transaction already serialises them."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
+        metadata.create_all(conn)
 
 
 @contextmanager
@@ -64,6 +74,15 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction that never takes SQLite's write lock."""
     with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
         yield conn
+
+
+def insert_or_lock(
+    conn: Connection, table: TableClause, index_elements: list[str], touch: dict[str, Any]
+) -> Insert:
+    """``INSERT ... ON CONFLICT DO UPDATE SET touch``: unlike DO NOTHING, the row it conflicts with is
+    updated, so PostgreSQL keeps it locked until this transaction ends; RETURNING gives that row."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_update(index_elements=index_elements, set_=touch)
 
 
 def insert_ignore(conn: Connection, table: TableClause, index_elements: list[str]) -> Insert:

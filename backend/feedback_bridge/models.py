@@ -107,10 +107,14 @@ def apply_event(state: FeedbackState, event: Event) -> FeedbackState:
     at = event.occurred_at
     kind = event.type
     if event.amends is not None:
-        # An amendment adds a reason/comment to the vote it names, if that vote is still the current one.
+        # An amendment adds a reason/comment to the vote it names, if that vote is still the current one;
+        # what it leaves out stays as it was.
         if state.vote_event_id != event.amends:
             return state
-        return replace(state, reason=event.reason, comment=event.comment, updated_at=at)
+        return replace(
+            state, reason=event.reason if event.reason is not None else state.reason,
+            comment=event.comment if event.comment is not None else state.comment, updated_at=at,
+        )
     if kind in (EventType.THUMBS_UP, EventType.THUMBS_DOWN):
         vote = "up" if kind is EventType.THUMBS_UP else "down"
         return replace(

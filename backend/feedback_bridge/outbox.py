@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Exists, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import db
@@ -26,13 +26,15 @@ DELIVERED, SKIPPED, FAILED = DeliveryStatus.DELIVERED.value, DeliveryStatus.SKIP
 UNCHANGED_STATE = "The feedback state did not change."
 SUPERSEDED = "Superseded by a later vote inside the settle window."
 MERGED = "Merged into the pending vote it amends."
+STALE_AMENDMENT = "The amended vote was replaced or retracted since."
 COALESCED = "Coalesced into the pending delivery of this feedback state"
 
-# Which earlier pending votes a new vote replaces, for "event" providers.
+# Which earlier pending votes a new vote replaces, for "event" providers. A retract is never replaced by
+# a vote: it clears the thumb and the rating, a later vote restores only one of them.
 _SUPERSEDES = {
-    EventType.THUMBS_UP: ("thumbs_up", "thumbs_down", "retract"),
-    EventType.THUMBS_DOWN: ("thumbs_up", "thumbs_down", "retract"),
-    EventType.RATING: ("rating", "retract"),
+    EventType.THUMBS_UP: ("thumbs_up", "thumbs_down"),
+    EventType.THUMBS_DOWN: ("thumbs_up", "thumbs_down"),
+    EventType.RATING: ("rating",),
     EventType.RETRACT: ("thumbs_up", "thumbs_down", "rating", "retract"),
 }
 
@@ -47,29 +49,34 @@ def enqueue(
         "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
         "created_at": now, "updated_at": now,
     }
+    stale: bool | None = None  # whether the vote an amendment names has been replaced since; asked once
     for name, adapter in adapters.items():
         reason = adapter.skip_reason(event, message)
         if reason is None and adapter.mode == "state" and not state_changed:
             reason = UNCHANGED_STATE
-        if reason is None and adapter.mode == "event" and event.amends and _merge_into_pending_vote(
-            conn, name, event
-        ):
-            reason = MERGED
+        if reason is None and adapter.mode == "event" and event.amends:
+            if stale is None:
+                stale = _amended_vote_replaced(conn, message.pk, user_id, event)
+            if stale:
+                reason = STALE_AMENDMENT
+            elif _merge_into_pending_vote(conn, name, event):
+                reason = MERGED
         if reason is not None:
             conn.execute(insert(outbox).values(
                 provider=name, kind=adapter.mode, status=SKIPPED, last_error=reason, next_attempt_at=now, **base
             ))
         elif adapter.mode == "state":
+            # Opens the pending delivery of this state, or joins (and locks, until this transaction
+            # commits) the one already open, so no worker claims it before it can see this change.
             key = coalesce_key(name, message.pk, user_id)
-            opened = conn.execute(db.insert_ignore(conn, outbox, ["coalesce_key"]).values(
+            pending = conn.execute(db.insert_or_lock(conn, outbox, ["coalesce_key"], {"updated_at": now}).values(
                 provider=name, kind="state", status=PENDING, next_attempt_at=due, coalesce_key=key, **base,
-            ).returning(outbox.c.id)).scalar()
-            if opened is None:
+            ).returning(outbox.c.id, outbox.c.event_pk)).one()
+            if pending.event_pk != event.pk:
                 # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                pending = conn.execute(select(outbox.c.id).where(outbox.c.coalesce_key == key)).scalar()
                 conn.execute(insert(outbox).values(
                     provider=name, kind="state", status=SKIPPED, next_attempt_at=now,
-                    last_error=f"{COALESCED} (#{pending})", **base,
+                    last_error=f"{COALESCED} (#{pending.id})", **base,
                 ))
         else:
             if event.amends is None and event.type in _SUPERSEDES:
@@ -83,12 +90,25 @@ def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:
     return f"{provider}\x1f{message_pk}\x1f{user_id}"
 
 
+def _amended_vote_replaced(conn: Connection, message_pk: int, user_id: str, amendment: Event) -> bool:
+    """Whether a vote or retract came after the vote ``amendment`` names and replaced it: an event provider
+    must then not receive the amendment, which would bring the old vote back."""
+    vote = select(events.c.id).where(events.c.event_id == amendment.amends).scalar_subquery()
+    replaced_by = [str(kind) for kind, replaces in _SUPERSEDES.items() if str(amendment.type) in replaces]
+    later = select(events.c.id).where(
+        (events.c.message_pk == message_pk) & (events.c.user_id == user_id) & events.c.amends.is_(None)
+        & events.c.type.in_(replaced_by) & (events.c.id > vote)
+    )
+    return conn.execute(select(exists(later))).scalar_one()
+
+
 def _merge_into_pending_vote(conn: Connection, provider: str, amendment: Event) -> bool:
     vote_pk = select(events.c.id).where(events.c.event_id == amendment.amends).scalar_subquery()
+    # Locked, so a worker cannot claim the vote and read its amendments before this one is committed.
     row = conn.execute(
         select(outbox.c.id).where(
             (outbox.c.provider == provider) & (outbox.c.event_pk == vote_pk) & (outbox.c.status == PENDING)
-        )
+        ).with_for_update(of=outbox)
     ).first()
     return row is not None
 
@@ -116,15 +136,9 @@ def claim(
 ) -> list[Delivery]:
     """Take up to ``limit`` due rows (and rows whose lease expired) for ``providers`` under a new lease.
 
-    A row is not taken while another row of the same (provider, message, user) is in flight, so a
-    provider never sees an older state overtake a newer one.
+    Rows of one (provider, message, user) are taken one at a time, oldest first (see ``_waiting``), so a
+    provider never sees an older state overtake a newer one, nor one delivery sent twice side by side.
     """
-    other = aliased(outbox)
-    busy = exists().where(
-        (other.c.provider == outbox.c.provider) & (other.c.message_pk == outbox.c.message_pk)
-        & (other.c.user_id == outbox.c.user_id) & (other.c.status == IN_FLIGHT)
-        & (other.c.lease_until >= now) & (other.c.id != outbox.c.id)
-    )
     due = (
         select(outbox.c.id)
         .where(
@@ -133,7 +147,7 @@ def claim(
                 and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now),
                 and_(outbox.c.status == IN_FLIGHT, outbox.c.lease_until < now),
             ),
-            ~busy,
+            ~_waiting(now),
         )
         .order_by(outbox.c.next_attempt_at, outbox.c.id)
         .limit(limit)
@@ -156,6 +170,21 @@ def claim(
                  event_pk=r.event_pk, attempts=r.attempts, lease_owner=r.lease_owner)
         for r in sorted(rows, key=lambda r: r.id)
     ]
+
+
+def _waiting(now: datetime | None) -> Exists:
+    """True for a row that must wait for another row of its (provider, message, user): an older one not
+    finished yet (pending or in flight, whatever its lease or due time, even if another worker's claim of
+    it is not committed yet), or any one in flight under a live lease (every lease when ``now`` is None)."""
+    other = aliased(outbox)
+    in_flight = other.c.status == IN_FLIGHT
+    if now is not None:
+        in_flight &= other.c.lease_until >= now
+    older_unfinished = (other.c.id < outbox.c.id) & other.c.status.in_((PENDING, IN_FLIGHT))
+    return exists().where(
+        (other.c.provider == outbox.c.provider) & (other.c.message_pk == outbox.c.message_pk)
+        & (other.c.user_id == outbox.c.user_id) & (other.c.id != outbox.c.id) & (older_unfinished | in_flight)
+    )
 
 
 def finish(
@@ -232,10 +261,12 @@ def counts(conn: Connection) -> dict[str, dict[str, int]]:
 
 
 def next_due(conn: Connection, providers: list[str]) -> datetime | None:
-    """When the earliest pending row becomes due, so an idle worker knows how long to sleep."""
+    """When the earliest pending row becomes due, so an idle worker knows how long to sleep. Rows waiting
+    for another row of their (provider, message, user) do not count: that one's due time (or its worker's
+    finishing) decides, and the worker's poll interval covers the latter."""
     return conn.execute(
         select(func.min(outbox.c.next_attempt_at)).where(
-            (outbox.c.status == PENDING) & outbox.c.provider.in_(providers)
+            (outbox.c.status == PENDING) & outbox.c.provider.in_(providers) & ~_waiting(None)
         )
     ).scalar()
 

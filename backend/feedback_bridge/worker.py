@@ -74,9 +74,11 @@ class Worker:
         if not self.adapters:
             return 0
         now = now or self.clock()
+        # No more than the pool sends at once: a row claimed to wait behind slow sends would spend its
+        # lease waiting, and be sent again by another worker when that lease runs out.
         with db.write(self.engine) as conn:
             claimed = outbox.claim(
-                conn, owner=self.owner, providers=list(self.adapters), limit=self.settings.concurrency * 4,
+                conn, owner=self.owner, providers=list(self.adapters), limit=self.settings.concurrency,
                 now=now, lease_seconds=self.settings.lease_seconds,
             )
         if claimed:

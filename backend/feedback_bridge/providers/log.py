@@ -46,8 +46,10 @@ class LogAdapter(ProviderAdapter):
                 "text": event.text,
                 "occurred_at": event.occurred_at.isoformat(),
             }
-            for amendment in context.amendments:
-                request["event"].update(reason=amendment.reason, comment=amendment.comment)
+            for amendment in context.amendments:  # each adds what it gives, and leaves the rest
+                request["event"].update(
+                    {k: v for k, v in (("reason", amendment.reason), ("comment", amendment.comment)) if v is not None}
+                )
         return request
 
     def send(self, request: dict[str, Any]) -> dict[str, Any]:
