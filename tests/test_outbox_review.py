@@ -16,7 +16,7 @@ from flask import Flask
 from sqlalchemy import Engine, create_engine, event, select, text
 
 from conftest import PG_ENV, register, runtime
-from feedback_bridge import DeliveryStatus, RetryableDeliveryError
+from feedback_bridge import CredentialsError, DeliveryStatus, RetryableDeliveryError
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
 from feedback_bridge.models import FeedbackState
@@ -413,3 +413,82 @@ def test_pg_app_processes_starting_together_create_the_tables_once(pg_url):
         drop = create_engine(pg_url)
         metadata.drop_all(drop)
         drop.dispose()
+
+
+def test_pg_an_amendment_racing_its_vote_waits_for_it_instead_of_being_rejected(make_app, pg_url):
+    app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
+    token = register(app)
+    post(app, make_event("copy_output", token, text="Open Settings"))  # the state row exists already
+    vote = make_event("thumbs_down", token)
+    amend = make_event("thumbs_down", token, amends=vote["id"], reason="NOT_COMPLETE")
+    engine = runtime(app).engine
+    pause = PauseAt(engine, lambda statement, params: statement.startswith("INSERT INTO feedback_events")
+                    and isinstance(params, dict) and params.get("event_id") == vote["id"])
+    watcher = create_engine(pg_url)
+
+    def lock_waiters() -> int:
+        with watcher.connect() as conn:
+            return conn.execute(text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'")).scalar_one()
+
+    def send(ev: dict[str, Any]) -> dict[str, Any]:
+        return app.test_client().post("/feedback/events", json={"events": [ev]}).json
+
+    try:
+        with in_thread(lambda: send(vote)) as voting:
+            assert pause.reached.wait(30), "the vote is stored but not committed"
+            with in_thread(lambda: send(amend)) as amending:
+                wait_for(lambda: "result" in amending or lock_waiters() >= 1)
+                pause.release.set()
+    finally:
+        pause.remove()
+        watcher.dispose()
+    assert voting["result"]["accepted"] == 1
+    assert amending["result"]["results"][0]["status"] == "accepted", amending["result"]
+    assert state_of(app).reason == "NOT_COMPLETE"
+
+
+def test_reviving_several_dead_letters_of_one_state_sends_it_once(make_app, database_url):
+    rec = RecordingAdapter("rec")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec})
+    worker, token = runtime(app).worker, register(app)
+    for kind in ("thumbs_up", "thumbs_down", "thumbs_up"):  # three changes, each delivery failing for good
+        post(app, make_event(kind, token))
+        rec.fail_next(CredentialsError("AccessDeniedException"))
+        worker.drain()
+    assert [r["status"] for r in outbox_rows(app)] == ["failed"] * 3
+    with fdb.write(runtime(app).engine) as conn:
+        assert ob.retry_failed(conn, datetime.now(timezone.utc)) == 3  # the operator fixed the credentials
+    assert worker.run_once() == 1, "revived rows of one state are sent one after the other, not side by side"
+    worker.drain()
+    assert [r["state"]["vote"] for r in rec.sent] == ["up"]
+    assert [(r["status"], r["last_error"]) for r in outbox_rows(app)] == [
+        ("delivered", None)] + [("skipped", "Unchanged since the last delivery.")] * 2
+
+
+def test_the_health_check_does_not_queue_for_sqlites_write_lock(make_app, sqlite_url):
+    app = make_app()
+    # A long write elsewhere (a purge batch, a big ingest) holds the lock while the probe comes in.
+    with fdb.write(runtime(app).engine), in_thread(lambda: app.test_client().get("/feedback/health")) as probe:
+        wait_for(lambda: "result" in probe or "error" in probe, timeout=10)
+    assert probe["result"].status_code == 200, probe["result"].json
+
+
+def test_a_batch_sharing_one_token_looks_its_message_up_once(make_app, database_url):
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
+    token = register(app)
+    lookups: list[str] = []
+
+    def count(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.startswith("SELECT") and "FROM feedback_messages" in statement:
+            lookups.append(statement)
+
+    engine = runtime(app).engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        body = post(app, *[make_event("copy_output", token, text=f"part {n}") for n in range(20)])
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert body["accepted"] == 20
+    assert len(lookups) == 1, f"{len(lookups)} look-ups of one message for one batch"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request, send_from_directory
@@ -12,6 +13,7 @@ from marshmallow import ValidationError
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
+from . import db
 from .exceptions import TokenError, TokenMismatch, TokenMissing, UnknownMessageError
 from .models import Event, EventType, Message
 from .resources import resource_dir
@@ -71,8 +73,9 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
         outcomes: list[Outcome | None] = []
         valid: list[IncomingEvent] = []
+        lookups = _Lookups(runtime)
         for raw_event in envelope["events"]:
-            outcome, incoming = _check_event(runtime, raw_event)
+            outcome, incoming = _check_event(runtime, raw_event, lookups)
             outcomes.append(outcome)
             if incoming:
                 valid.append(incoming)
@@ -108,7 +111,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
     @bp.get("/health")
     def health() -> tuple[Response, int]:
         try:
-            with runtime.engine.connect() as conn:
+            with db.read(runtime.engine) as conn:  # never queues for SQLite's write lock
                 conn.execute(text("SELECT 1"))
             database, status = "ok", 200
         except Exception as exc:  # report, do not raise: this is what load balancers poll
@@ -120,7 +123,36 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
     return bp
 
 
-def _check_event(runtime: Runtime, raw: Any) -> tuple[Outcome | None, IncomingEvent | None]:
+class _Lookups:
+    """The token and message look-ups of one request, each done once: the events of a batch mostly share
+    one token, and every look-up is a database round trip."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._done: dict[tuple[Any, ...], Any] = {}
+
+    def _once(self, key: tuple[Any, ...], look_up: Callable[[], Any]) -> Any:
+        if key not in self._done:
+            try:
+                self._done[key] = look_up()
+            except (TokenError, UnknownMessageError) as exc:
+                self._done[key] = exc
+        result = self._done[key]
+        if isinstance(result, Exception):
+            raise result.with_traceback(None)
+        return result
+
+    def token(self, token: str | None) -> tuple[Message, str]:
+        return self._once(("token", token), lambda: self.runtime.resolve_token(token))
+
+    def message(self, conversation_id: str, message_id: str) -> Message | None:
+        return self._once(("ids", conversation_id, message_id),
+                          lambda: self.runtime.store.find_message(conversation_id, message_id))
+
+
+def _check_event(
+    runtime: Runtime, raw: Any, lookups: _Lookups
+) -> tuple[Outcome | None, IncomingEvent | None]:
     """Validate one event and resolve its message; a rejection outcome, or the event to store."""
     event_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
     if not isinstance(raw, dict):
@@ -130,7 +162,7 @@ def _check_event(runtime: Runtime, raw: Any) -> tuple[Outcome | None, IncomingEv
     except ValidationError as exc:
         return Outcome(event_id, "rejected", exc.messages, "invalid"), None
     try:
-        message, user_id = _resolve_message(runtime, data)
+        message, user_id = _resolve_message(runtime, data, lookups)
     except TokenError as exc:
         return Outcome(event_id, "rejected", {"token": [str(exc)]}, exc.code), None
     except UnknownMessageError as exc:
@@ -143,10 +175,10 @@ def _check_event(runtime: Runtime, raw: Any) -> tuple[Outcome | None, IncomingEv
     return None, IncomingEvent(message=message, user_id=user_id, event=event)
 
 
-def _resolve_message(runtime: Runtime, data: dict[str, Any]) -> tuple[Message, str]:
+def _resolve_message(runtime: Runtime, data: dict[str, Any], lookups: _Lookups) -> tuple[Message, str]:
     inline = {k: data[k] for k in ("conversation_id", "message_id", "user_id") if k in data}
     if "token" in data or not runtime.settings.allow_unsigned:
-        message, user_id = runtime.resolve_token(data.get("token"))
+        message, user_id = lookups.token(data.get("token"))
         # Inline ids next to a token are a cross-check: a token never speaks for another message or user.
         if any(inline.get(k) not in (None, v) for k, v in
                (("conversation_id", message.conversation_id), ("message_id", message.message_id),
@@ -156,7 +188,7 @@ def _resolve_message(runtime: Runtime, data: dict[str, Any]) -> tuple[Message, s
     missing = [k for k in ("conversation_id", "message_id", "user_id") if k not in inline]
     if missing:
         raise TokenMissing(f"Without a token, give {', '.join(missing)}.")
-    message = runtime.store.find_message(inline["conversation_id"], inline["message_id"])
+    message = lookups.message(inline["conversation_id"], inline["message_id"])
     if message is None:
         raise UnknownMessageError("No message was registered with these ids.")
     return message, inline["user_id"]
