@@ -492,3 +492,18 @@ def test_a_batch_sharing_one_token_looks_its_message_up_once(make_app, database_
         event.remove(engine, "before_cursor_execute", count)
     assert body["accepted"] == 20
     assert len(lookups) == 1, f"{len(lookups)} look-ups of one message for one batch"
+
+
+def test_an_amendment_of_a_rating_cannot_deliver_another_value(event_app):
+    app, ev = event_app
+    token = register(app)
+    rating = make_event("rating", token, value=2)
+    post(app, rating)
+    deliver_all(app)
+    response = app.test_client().post("/feedback/events", json={"events": [
+        make_event("rating", token, value=5, amends=rating["id"], comment="meh")]})
+    assert response.status_code == 422, response.json
+    assert "amends" in response.json["results"][0]["errors"]
+    deliver_all(app)
+    assert [r["event"]["value"] for r in ev.sent] == [2]
+    assert state_of(app).rating == 2

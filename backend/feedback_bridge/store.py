@@ -164,12 +164,13 @@ def _save_state(conn: Connection, message_pk: int, user_id: str, state: Feedback
 
 
 def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
-    """An amendment must name an earlier vote of the same message and user, of the same type."""
+    """An amendment must name an earlier vote of the same message and user, of the same type (and value:
+    an event provider may be sent the amendment itself, and must not read a new rating into it)."""
     event = item.event
     if event.amends is None:
         return None
     row = conn.execute(
-        select(events.c.type, events.c.message_pk, events.c.user_id, events.c.amends).where(
+        select(events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends).where(
             events.c.event_id == event.amends
         )
     ).first()
@@ -179,6 +180,8 @@ def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
         return "Amend the vote itself, not another amendment."
     if row.type != str(event.type):
         return f"The amended vote is of type {row.type!r}, not {str(event.type)!r}."
+    if row.value != event.value:
+        return f"The amended rating has the value {row.value}; an amendment repeats it."
     return None
 
 
