@@ -47,6 +47,7 @@ class Runtime:
             backoff_max=settings.backoff_max, poll_seconds=settings.poll_seconds,
         ))
         self._app_config = app.config
+        self._tokens: tuple[tuple[Any, Any], MessageTokens] | None = None
         self._worker_thread: threading.Thread | None = None
         self._worker_lock = threading.Lock()
 
@@ -56,9 +57,14 @@ class Runtime:
 
     @property
     def tokens(self) -> MessageTokens:
-        # Read on each use, so a secret set or rotated after init_app is honoured.
+        # Keys are read on each use, so a secret set or rotated after init_app is honoured; the signer is
+        # rebuilt only when they change (building one derives its keys: too slow for every event).
         config = self._app_config
-        return MessageTokens(config.get("SECRET_KEY"), config.get("SECRET_KEY_FALLBACKS") or ())
+        keys = (config.get("SECRET_KEY"), config.get("SECRET_KEY_FALLBACKS") or ())
+        cached = self._tokens
+        if cached is None or cached[0] != keys:
+            cached = self._tokens = (keys, MessageTokens(*keys))
+        return cached[1]
 
     def resolve_token(self, token: str | None) -> tuple[Message, str]:
         if not self._app_config.get("SECRET_KEY"):

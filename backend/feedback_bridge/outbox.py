@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Exists, and_, exists, func, insert, or_, select, update
+from sqlalchemy import Connection, Exists, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import db
@@ -39,11 +39,40 @@ _SUPERSEDES = {
 }
 
 
+_insert_row = insert(outbox)
+_open_state_delivery = db.prepared(lambda dialect: db.insert_or_lock(
+    dialect, outbox, ["coalesce_key"], touch=["updated_at"]
+).returning(outbox.c.id, outbox.c.event_pk))
+_KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
+        & (outbox.c.user_id == bindparam("k_user")))
+_vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
+# Locked, so a worker cannot claim the vote and read its amendments before this one is committed.
+_pending_vote_delivery = select(outbox.c.id).where(
+    (outbox.c.provider == bindparam("k_provider")) & (outbox.c.event_pk == _vote_of_amendment)
+    & (outbox.c.status == PENDING)
+).with_for_update(of=outbox)
+_vote_replaced = select(exists(select(events.c.id).where(
+    (events.c.message_pk == bindparam("k_message")) & (events.c.user_id == bindparam("k_user"))
+    & events.c.amends.is_(None) & events.c.type.in_(bindparam("kinds", expanding=True))
+    & (events.c.id > _vote_of_amendment)
+)))
+_supersede = update(outbox).where(
+    _KEY & (outbox.c.status == PENDING)
+    & outbox.c.event_pk.in_(select(events.c.id).where(
+        (events.c.message_pk == bindparam("k_message")) & (events.c.user_id == bindparam("k_user"))
+        & events.c.type.in_(bindparam("kinds", expanding=True)) & events.c.amends.is_(None)
+    ))
+).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now"))
+
+
 def enqueue(
     conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
     *, state_changed: bool, now: datetime, settle_seconds: float,
 ) -> None:
-    """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason."""
+    """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason.
+
+    Statements are prebuilt and run with parameters: this is on the request path of every event.
+    """
     due = now + timedelta(seconds=settle_seconds)
     base = {
         "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
@@ -56,79 +85,38 @@ def enqueue(
             reason = UNCHANGED_STATE
         if reason is None and adapter.mode == "event" and event.amends:
             if stale is None:
-                stale = _amended_vote_replaced(conn, message.pk, user_id, event)
+                replaced_by = [str(kind) for kind, replaces in _SUPERSEDES.items() if str(event.type) in replaces]
+                stale = conn.execute(_vote_replaced, {
+                    "k_message": message.pk, "k_user": user_id, "kinds": replaced_by, "amends": event.amends,
+                }).scalar_one()
             if stale:
                 reason = STALE_AMENDMENT
-            elif _merge_into_pending_vote(conn, name, event):
+            elif conn.execute(_pending_vote_delivery, {"k_provider": name, "amends": event.amends}).first():
                 reason = MERGED
+        row = {**base, "provider": name, "kind": adapter.mode}
         if reason is not None:
-            conn.execute(insert(outbox).values(
-                provider=name, kind=adapter.mode, status=SKIPPED, last_error=reason, next_attempt_at=now, **base
-            ))
+            conn.execute(_insert_row, {**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
         elif adapter.mode == "state":
             # Opens the pending delivery of this state, or joins (and locks, until this transaction
             # commits) the one already open, so no worker claims it before it can see this change.
-            key = coalesce_key(name, message.pk, user_id)
-            pending = conn.execute(db.insert_or_lock(conn, outbox, ["coalesce_key"], {"updated_at": now}).values(
-                provider=name, kind="state", status=PENDING, next_attempt_at=due, coalesce_key=key, **base,
-            ).returning(outbox.c.id, outbox.c.event_pk)).one()
+            pending = conn.execute(_open_state_delivery(conn), {
+                **row, "status": PENDING, "next_attempt_at": due,
+                "coalesce_key": coalesce_key(name, message.pk, user_id),
+            }).one()
             if pending.event_pk != event.pk:
                 # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                conn.execute(insert(outbox).values(
-                    provider=name, kind="state", status=SKIPPED, next_attempt_at=now,
-                    last_error=f"{COALESCED} (#{pending.id})", **base,
-                ))
+                conn.execute(_insert_row, {
+                    **row, "status": SKIPPED, "next_attempt_at": now, "last_error": f"{COALESCED} (#{pending.id})",
+                })
         else:
             if event.amends is None and event.type in _SUPERSEDES:
-                _supersede_pending_votes(conn, name, message.pk, user_id, event.type, now)
-            conn.execute(insert(outbox).values(
-                provider=name, kind="event", status=PENDING, next_attempt_at=due, **base
-            ))
+                conn.execute(_supersede, {"k_provider": name, "k_message": message.pk, "k_user": user_id,
+                                          "kinds": list(_SUPERSEDES[event.type]), "k_now": now})
+            conn.execute(_insert_row, {**row, "status": PENDING, "next_attempt_at": due})
 
 
 def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:
     return f"{provider}\x1f{message_pk}\x1f{user_id}"
-
-
-def _amended_vote_replaced(conn: Connection, message_pk: int, user_id: str, amendment: Event) -> bool:
-    """Whether a vote or retract came after the vote ``amendment`` names and replaced it: an event provider
-    must then not receive the amendment, which would bring the old vote back."""
-    vote = select(events.c.id).where(events.c.event_id == amendment.amends).scalar_subquery()
-    replaced_by = [str(kind) for kind, replaces in _SUPERSEDES.items() if str(amendment.type) in replaces]
-    later = select(events.c.id).where(
-        (events.c.message_pk == message_pk) & (events.c.user_id == user_id) & events.c.amends.is_(None)
-        & events.c.type.in_(replaced_by) & (events.c.id > vote)
-    )
-    return conn.execute(select(exists(later))).scalar_one()
-
-
-def _merge_into_pending_vote(conn: Connection, provider: str, amendment: Event) -> bool:
-    vote_pk = select(events.c.id).where(events.c.event_id == amendment.amends).scalar_subquery()
-    # Locked, so a worker cannot claim the vote and read its amendments before this one is committed.
-    row = conn.execute(
-        select(outbox.c.id).where(
-            (outbox.c.provider == provider) & (outbox.c.event_pk == vote_pk) & (outbox.c.status == PENDING)
-        ).with_for_update(of=outbox)
-    ).first()
-    return row is not None
-
-
-def _supersede_pending_votes(
-    conn: Connection, provider: str, message_pk: int, user_id: str, kind: EventType, now: datetime
-) -> None:
-    earlier_votes = select(events.c.id).where(
-        (events.c.message_pk == message_pk) & (events.c.user_id == user_id)
-        & events.c.type.in_(_SUPERSEDES[kind]) & events.c.amends.is_(None)
-    )
-    conn.execute(
-        update(outbox)
-        .where(
-            (outbox.c.provider == provider) & (outbox.c.message_pk == message_pk)
-            & (outbox.c.user_id == user_id) & (outbox.c.status == PENDING)
-            & outbox.c.event_pk.in_(earlier_votes)
-        )
-        .values(status=SKIPPED, last_error=SUPERSEDED, updated_at=now)
-    )
 
 
 def claim(

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, select, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, select, update
 
 from . import db, outbox
 from .models import Event, EventType, FeedbackState, Message, apply_event
@@ -59,7 +59,7 @@ class Store:
         values = {"input": input, "output": output, "refs": dict(refs)}
         with db.write(self.engine) as conn:
             conn.execute(
-                db.insert_ignore(conn, messages, ["conversation_id", "message_id"]).values(
+                db.insert_ignore(conn.dialect.name, messages, ["conversation_id", "message_id"]).values(
                     conversation_id=conversation_id, message_id=message_id, user_id=user_id,
                     created_at=now, **values,
                 )
@@ -75,9 +75,9 @@ class Store:
             return load_message(conn, pk)
 
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
-        where = (messages.c.conversation_id == conversation_id) & (messages.c.message_id == message_id)
         with db.read(self.engine) as conn:
-            row = conn.execute(select(messages).where(where)).mappings().first()
+            params = {"conversation_id": conversation_id, "message_id": message_id}
+            row = conn.execute(_find_message, params).mappings().first()
         return _message(row) if row else None
 
     # -- state -------------------------------------------------------------------------------------
@@ -107,13 +107,12 @@ class Store:
                 if problem:
                     outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
                     continue
-                event_pk = conn.execute(
-                    db.insert_ignore(conn, events, ["event_id"]).values(
-                        event_id=event.event_id, message_pk=item.message.pk, user_id=item.user_id,
-                        type=str(event.type), value=event.value, reason=event.reason, comment=event.comment,
-                        text=event.text, amends=event.amends, occurred_at=event.occurred_at, received_at=now,
-                    ).returning(events.c.id)
-                ).scalar()
+                event_pk = conn.execute(_insert_event(conn), {
+                    "event_id": event.event_id, "message_pk": item.message.pk, "user_id": item.user_id,
+                    "type": str(event.type), "value": event.value, "reason": event.reason,
+                    "comment": event.comment, "text": event.text, "amends": event.amends,
+                    "occurred_at": event.occurred_at, "received_at": now,
+                }).scalar()
                 if event_pk is None:
                     outcomes.append(Outcome(event.event_id, "duplicate"))
                     continue
@@ -131,36 +130,44 @@ class Store:
         return outcomes
 
 
+_select_message = select(messages).where(messages.c.id == bindparam("pk"))
+_find_message = select(messages).where(
+    (messages.c.conversation_id == bindparam("conversation_id")) & (messages.c.message_id == bindparam("message_id"))
+)
+
+
 def load_message(conn: Connection, pk: int) -> Message | None:
-    row = conn.execute(select(messages).where(messages.c.id == pk)).mappings().first()
+    row = conn.execute(_select_message, {"pk": pk}).mappings().first()
     return _message(row) if row else None
 
 
+_STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
+_select_state = select(*[states.c[name] for name in _STATE_COLUMNS]).where(_STATE_KEY)
+_select_state_for_update = _select_state.with_for_update()
+_update_state = update(states).where(_STATE_KEY)
+_insert_state = db.prepared(lambda dialect: db.insert_ignore(dialect, states, ["message_pk", "user_id"]))
+_insert_event = db.prepared(
+    lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id)
+)
+_select_amended = select(
+    events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends
+).where(events.c.event_id == bindparam("amends"))
+
+
 def load_state(conn: Connection, message_pk: int, user_id: str, *, for_update: bool = False) -> FeedbackState:
-    query = select(*[states.c[name] for name in _STATE_COLUMNS]).where(
-        (states.c.message_pk == message_pk) & (states.c.user_id == user_id)
-    )
-    if for_update:
-        query = query.with_for_update()
-    row = conn.execute(query).mappings().first()
+    query = _select_state_for_update if for_update else _select_state
+    row = conn.execute(query, {"key_pk": message_pk, "key_user": user_id}).mappings().first()
     return FeedbackState(**row) if row else FeedbackState()
 
 
 def _lock_state(conn: Connection, message_pk: int, user_id: str) -> FeedbackState:
-    conn.execute(
-        db.insert_ignore(conn, states, ["message_pk", "user_id"]).values(
-            message_pk=message_pk, user_id=user_id, copy_count=0
-        )
-    )
+    conn.execute(_insert_state(conn), {"message_pk": message_pk, "user_id": user_id, "copy_count": 0})
     return load_state(conn, message_pk, user_id, for_update=True)
 
 
 def _save_state(conn: Connection, message_pk: int, user_id: str, state: FeedbackState) -> None:
-    conn.execute(
-        update(states)
-        .where((states.c.message_pk == message_pk) & (states.c.user_id == user_id))
-        .values(**{name: getattr(state, name) for name in _STATE_COLUMNS})
-    )
+    values = {name: getattr(state, name) for name in _STATE_COLUMNS}
+    conn.execute(_update_state, {"key_pk": message_pk, "key_user": user_id, **values})
 
 
 def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
@@ -169,11 +176,7 @@ def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
     event = item.event
     if event.amends is None:
         return None
-    row = conn.execute(
-        select(events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends).where(
-            events.c.event_id == event.amends
-        )
-    ).first()
+    row = conn.execute(_select_amended, {"amends": event.amends}).first()
     if row is None or row.message_pk != item.message.pk or row.user_id != item.user_id:
         return "No vote with this id on this message."
     if row.amends is not None:

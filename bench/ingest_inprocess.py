@@ -1,0 +1,71 @@
+"""Ingest cost of ``POST /feedback/events`` inside one process, against a bare JSON endpoint as the floor.
+
+    python bench/ingest_inprocess.py [--database-url URL] [--requests 2000]
+
+Uses Flask's test client (no sockets), so it measures the bridge's own work per request: parsing,
+validation, token checks and the database transaction. The load test over HTTP is bench's job for
+the benchmarks issue; this one is quick enough to run while changing the ingest path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+
+from flask import Flask, jsonify, request
+
+from feedback_bridge import FeedbackBridge
+
+
+def build_app(database_url: str) -> tuple[Flask, list[str]]:
+    app = Flask("bench", instance_path=tempfile.mkdtemp())
+    app.config.update(SECRET_KEY="bench", FEEDBACK_DATABASE_URL=database_url, FEEDBACK_WORKER=False,
+                      FEEDBACK_PROVIDERS={"log": {}, "events": {"adapter": "feedback_bridge.providers.log:LogAdapter",
+                                                                 "mode": "event"}})
+    bridge = FeedbackBridge(app)
+
+    @app.post("/floor")
+    def floor():  # the same body parsed, nothing stored: what Flask itself costs
+        return jsonify({"received": len(request.get_json(force=True)["events"])})
+
+    with app.app_context():
+        tokens = [bridge.register_message(conversation_id="c", message_id=f"m{i}", user_id=f"u{i % 50}",
+                                          input="q", output="a") for i in range(200)]
+    return app, tokens
+
+
+def run(app: Flask, path: str, tokens: list[str], requests: int, batch: int) -> tuple[float, float]:
+    client = app.test_client()
+    latencies = []
+    for n in range(requests):
+        body = {"events": [{"id": str(uuid.uuid4()), "type": "thumbs_up" if (n + i) % 2 else "thumbs_down",
+                            "token": tokens[(n * batch + i) % len(tokens)]} for i in range(batch)]}
+        start = time.perf_counter()
+        response = client.post(path, json=body)
+        latencies.append(time.perf_counter() - start)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    events_per_second = requests * batch / sum(latencies)
+    return events_per_second, statistics.quantiles(latencies, n=100)[98] * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
+    parser.add_argument("--requests", type=int, default=2000)
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
+    app, tokens = build_app(url)
+    print(f"database: {url.split('://')[0]}, {args.requests} requests per row")
+    print(f"{'endpoint':<10}{'batch':>6}{'events/s':>12}{'p99 ms':>10}")
+    for batch in (1, 20):
+        for path in ("/floor", "/feedback/events"):
+            rate, p99 = run(app, path, tokens, args.requests // (1 if batch == 1 else 4), batch)
+            print(f"{path.split('/')[-1]:<10}{batch:>6}{rate:>12.0f}{p99:>10.2f}")
+    app.extensions["feedback_bridge"].close()
+
+
+if __name__ == "__main__":
+    main()
