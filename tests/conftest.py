@@ -48,17 +48,23 @@ def pg_server_url() -> Iterator[str | None]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request, tmp_path, pg_server_url) -> str:
-    """Runs a test against a fresh SQLite file and against PostgreSQL."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'feedback.sqlite3'}"
+@pytest.fixture
+def pg_url(pg_server_url: str | None) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
     if pg_server_url is None:
         pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a server (CI sets it)")
     engine = create_engine(pg_server_url)
     metadata.drop_all(engine)
     engine.dispose()
     return pg_server_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> str:
+    """Runs a test against a fresh SQLite file and against PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'feedback.sqlite3'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

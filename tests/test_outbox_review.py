@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import Connection, Engine, create_engine, event, select, text
 
-from conftest import PG_ENV, register, runtime
+from conftest import register, runtime
 from feedback_bridge import CredentialsError, DeliveryStatus, RetryableDeliveryError
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
@@ -125,15 +125,16 @@ def in_thread(target: Callable[[], Any]) -> Iterator[dict[str, Any]]:
         raise box["error"]
 
 
-@pytest.fixture
-def pg_url(pg_server_url: str | None) -> str:
-    """PostgreSQL only: these races need concurrent writers, which SQLite's single write lock rules out."""
-    if pg_server_url is None:
-        pytest.skip(f"{PG_ENV} is not set: PostgreSQL tests need a server (CI sets it)")
-    engine = create_engine(pg_server_url)
-    metadata.drop_all(engine)
-    engine.dispose()
-    return pg_server_url
+# The pg_* tests use conftest's `pg_url`: these races need concurrent writers, which SQLite's single write
+# lock rules out.
+
+
+def lock_waiters(engine: Engine) -> int:
+    """How many sessions of the test database are waiting for a lock."""
+    with engine.connect() as conn:
+        return conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'")).scalar_one()
 
 
 # -- one delivery at a time per (provider, message, user) -----------------------------------------------
@@ -368,12 +369,6 @@ def test_pg_concurrent_batches_touching_the_same_states_in_opposite_orders_do_no
                     and isinstance(params, dict) and params.get("event_id") == a2["id"], when="before")
     watcher = create_engine(pg_url)
 
-    def lock_waiters() -> int:
-        with watcher.connect() as conn:
-            return conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
-
     def send(*evs: dict[str, Any]) -> tuple[int, Any]:
         response = app.test_client().post("/feedback/events", json={"events": list(evs)})
         return response.status_code, response.json
@@ -382,7 +377,7 @@ def test_pg_concurrent_batches_touching_the_same_states_in_opposite_orders_do_no
         with in_thread(lambda: send(a1, a2)) as batch_a:
             assert pause.reached.wait(30)
             with in_thread(lambda: send(b2, b1)) as batch_b:
-                wait_for(lambda: lock_waiters() >= 1)  # batch B waits for a row batch A holds
+                wait_for(lambda: lock_waiters(watcher) >= 1)  # batch B waits for a row batch A holds
                 pause.release.set()
     finally:
         pause.remove()
@@ -426,12 +421,6 @@ def test_pg_an_amendment_racing_its_vote_waits_for_it_instead_of_being_rejected(
                     and isinstance(params, dict) and params.get("event_id") == vote["id"])
     watcher = create_engine(pg_url)
 
-    def lock_waiters() -> int:
-        with watcher.connect() as conn:
-            return conn.execute(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")).scalar_one()
-
     def send(ev: dict[str, Any]) -> dict[str, Any]:
         return app.test_client().post("/feedback/events", json={"events": [ev]}).json
 
@@ -439,7 +428,7 @@ def test_pg_an_amendment_racing_its_vote_waits_for_it_instead_of_being_rejected(
         with in_thread(lambda: send(vote)) as voting:
             assert pause.reached.wait(30), "the vote is stored but not committed"
             with in_thread(lambda: send(amend)) as amending:
-                wait_for(lambda: "result" in amending or lock_waiters() >= 1)
+                wait_for(lambda: "result" in amending or lock_waiters(watcher) >= 1)
                 pause.release.set()
     finally:
         pause.remove()
