@@ -105,9 +105,9 @@ class Worker:
         adapter = self.adapters[delivery.provider]
         request = None
         try:
-            context = self._context(delivery, now)
+            context, last_request = self._context(delivery, now)
             request = adapter.build_request(context)
-            if delivery.kind == "state" and request == self._last_request(delivery):
+            if delivery.kind == "state" and request == last_request:
                 raise Skip("Unchanged since the last delivery.")
             response = adapter.send(request)
         except Skip as skip:
@@ -145,14 +145,17 @@ class Worker:
             logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk,
                            delivery.provider)
 
-    def _context(self, delivery: Delivery, now: datetime) -> DeliveryContext:
+    def _context(self, delivery: Delivery, now: datetime) -> tuple[DeliveryContext, dict | None]:
+        """What the mapping needs, and (for a state delivery) the last request delivered for the same
+        (provider, message, user): all read in one transaction."""
         with db.read(self.engine) as conn:
             message = load_message(conn, delivery.message_pk)
             if message is None:
                 raise Skip("The message was purged.")
             if delivery.kind == "state":
                 state = load_state(conn, delivery.message_pk, delivery.user_id)
-                return DeliveryContext(message=message, user_id=delivery.user_id, now=now, state=state)
+                context = DeliveryContext(message=message, user_id=delivery.user_id, now=now, state=state)
+                return context, outbox.last_delivered_request(conn, delivery)
             row = conn.execute(select(events).where(events.c.id == delivery.event_pk)).mappings().one()
             event = row_to_event(row)
             amendments = conn.execute(
@@ -161,11 +164,7 @@ class Worker:
         return DeliveryContext(
             message=message, user_id=delivery.user_id, now=now, event=event,
             amendments=tuple(row_to_event(a) for a in amendments),
-        )
-
-    def _last_request(self, delivery: Delivery) -> dict | None:
-        with db.read(self.engine) as conn:
-            return outbox.last_delivered_request(conn, delivery)
+        ), None
 
     # -- running -----------------------------------------------------------------------------------
 
