@@ -1,0 +1,11 @@
+"""Strict local emulators of the provider feedback APIs, for our tests, the demo and your own tests.
+
+Each is a real HTTP server on 127.0.0.1 that validates requests as the vendor documents them, records what it
+received and can be told to fail (see :class:`~feedback_bridge.testing.server.EmulatorServer`).
+"""
+
+from __future__ import annotations
+
+from .server import FAULT_KINDS, EmulatorServer, Received
+
+__all__ = ["FAULT_KINDS", "EmulatorServer", "Received"]

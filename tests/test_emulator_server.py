@@ -1,0 +1,97 @@
+"""The emulator base: a real server on 127.0.0.1, records what it received, injects the faults it is told to."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from flask import Flask, Response, request
+
+from feedback_bridge.testing.server import EmulatorServer, json_response
+
+
+class EchoEmulator(EmulatorServer):
+    name = "echo"
+    hang_seconds = 5.0
+
+    def create_app(self) -> Flask:
+        app = Flask(__name__)
+
+        @app.post("/echo")
+        def echo() -> Response:
+            return json_response({"got": request.get_json()})
+
+        return app
+
+    def throttle_response(self, retry_after: float | None) -> Response:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        return json_response({"error": "slow down"}, 429, headers)
+
+    def error_response(self) -> Response:
+        return json_response({"error": "boom"}, 500)
+
+
+@pytest.fixture
+def emulator():
+    with EchoEmulator() as server:
+        yield server
+
+
+def test_serves_on_loopback_and_records_what_it_accepted(emulator: EchoEmulator):
+    assert emulator.url.startswith("http://127.0.0.1:")
+    response = requests.post(f"{emulator.url}/echo?x=1", json={"a": 1}, timeout=5)
+    assert response.json() == {"got": {"a": 1}}
+    [call] = emulator.received
+    assert (call.method, call.path, call.query, call.status) == ("POST", "/echo", {"x": "1"}, 200)
+    assert call.json() == {"a": 1}
+    assert call.headers["content-type"] == "application/json"
+
+
+def test_fail_next_throttles_then_errors_then_serves(emulator: EchoEmulator):
+    emulator.fail_next(1, "throttle", retry_after=7)
+    emulator.fail_next(1, "error", status=503)
+    first = requests.post(f"{emulator.url}/echo", json={}, timeout=5)
+    second = requests.post(f"{emulator.url}/echo", json={}, timeout=5)
+    third = requests.post(f"{emulator.url}/echo", json={}, timeout=5)
+    assert (first.status_code, first.headers["Retry-After"]) == (429, "7")
+    assert second.status_code == 503
+    assert third.status_code == 200
+    assert [c.fault for c in emulator.calls] == ["throttle", "error", None]
+    assert len(emulator.received) == 1
+
+
+def test_hang_outlives_the_client_timeout(emulator: EchoEmulator):
+    emulator.fail_next(1, "hang")
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{emulator.url}/echo", json={}, timeout=0.3)
+    assert requests.post(f"{emulator.url}/echo", json={}, timeout=5).ok
+
+
+def test_drop_closes_the_connection_without_an_answer(emulator: EchoEmulator):
+    emulator.fail_next(1, "drop")
+    with pytest.raises(requests.ConnectionError):
+        requests.post(f"{emulator.url}/echo", json={}, timeout=5)
+    assert emulator.calls[0].fault == "drop"
+    assert requests.post(f"{emulator.url}/echo", json={}, timeout=5).ok
+
+
+def test_wait_for_returns_once_enough_arrived_and_times_out_otherwise(emulator: EchoEmulator):
+    requests.post(f"{emulator.url}/echo", json={"n": 1}, timeout=5)
+    assert [c.json() for c in emulator.wait_for(1)] == [{"n": 1}]
+    with pytest.raises(TimeoutError):
+        emulator.wait_for(2, timeout=0.05)
+
+
+def test_latency_delays_each_answer(emulator: EchoEmulator):
+    emulator.set_latency(0.2)
+    started = time.monotonic()
+    requests.post(f"{emulator.url}/echo", json={}, timeout=5)
+    assert time.monotonic() - started >= 0.2
+    emulator.reset()
+    assert emulator.calls == []
+
+
+def test_unknown_fault_kind_is_refused(emulator: EchoEmulator):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        emulator.fail_next(1, "explode")  # type: ignore[arg-type]
