@@ -11,8 +11,15 @@ from .log import LogAdapter
 
 __all__ = ["ADAPTERS", "DeliveryContext", "LogAdapter", "ProviderAdapter", "Skip", "build_adapters"]
 
-# Built-in adapters by name. The vendor adapters register here as they land.
-ADAPTERS: dict[str, type[ProviderAdapter]] = {"log": LogAdapter}
+# Built-in adapters by name. Vendor adapters are named by import path, so boto3 and friends are only imported
+# when a provider that needs them is configured.
+ADAPTERS: dict[str, type[ProviderAdapter] | str] = {
+    "log": LogAdapter,
+    "qbusiness": "feedback_bridge.providers.qbusiness:QBusinessAdapter",
+    "qconnect": "feedback_bridge.providers.qconnect:QConnectAdapter",
+    "moveworks": "feedback_bridge.providers.moveworks:MoveworksAdapter",
+    "nebuly": "feedback_bridge.providers.nebuly:NebulyAdapter",
+}
 
 
 def build_adapters(config: dict[str, Any]) -> dict[str, ProviderAdapter]:
@@ -40,7 +47,7 @@ def _resolve(name: str, adapter: Any) -> type[ProviderAdapter]:
                 f"Unknown provider {name!r} in FEEDBACK_PROVIDERS (known: {known}). "
                 "Give an 'adapter' option to plug in your own."
             )
-        return ADAPTERS[name]
+        adapter = ADAPTERS[name]
     if isinstance(adapter, str):
         module_name, _, attr = adapter.partition(":")
         try:
