@@ -280,6 +280,16 @@ def test_export_csv_to_stdout_has_no_progress_bar(history):
         "vote-0001", "copy-0001", "rate-0001"]
 
 
+@pytest.mark.parametrize("comment", ["=HYPERLINK(\"http://evil\")", "+1+2", "-2+3", "@SUM(A1)", "\tx"])
+def test_export_csv_neutralises_formulas_and_jsonl_keeps_them(rec_app, comment):
+    app, _ = rec_app
+    post(app, event("thumbs_down", register(app, "m-1", "alice"), id="formula-1", comment=comment))
+    as_csv, as_jsonl = cli(app, "export", "--format", "csv"), cli(app, "export")
+    [row] = list(csv.DictReader(io.StringIO(as_csv.stdout, newline="")))
+    assert row["comment"] == "'" + comment
+    assert json.loads(as_jsonl.stdout)["comment"] == comment
+
+
 @pytest.mark.parametrize(("args", "expected"), [
     (["--user", "alice"], ["vote-0001", "copy-0001"]),
     (["--user", "nobody"], []),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -12,7 +11,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
@@ -31,10 +30,6 @@ logger = logging.getLogger(__name__)
 feedback_cli = AppGroup("feedback", help="feedback-bridge: delivery worker, outbox and data tools.")
 
 STATUSES = [s.value for s in DeliveryStatus]
-CSV_COLUMNS = [
-    "event_id", "conversation_id", "message_id", "user_id", "type", "value", "reason", "comment", "text",
-    "amends", "occurred_at", "received_at", "deliveries",
-]
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -255,12 +250,12 @@ def export_command(fmt: str, output: str, since: datetime | None, until: datetim
     to_file = output != "-"
     with click.open_file(output, "w", encoding="utf-8", atomic=to_file) as stream:
         if not to_file:
-            _write(stream, fmt, rows)
+            maintenance.write_export(stream, fmt, rows)
             return
         total = maintenance.count_events(runtime.engine, filters)
         with click.progressbar(length=total, label="Exporting events",
                                file=sys.stderr) as bar:
-            _write(stream, fmt, _counting(rows, bar))
+            maintenance.write_export(stream, fmt, _counting(rows, bar))
     click.echo(f"Wrote {bar.pos} events to {output}.", err=True)
 
 
@@ -270,15 +265,6 @@ def _counting(rows: Iterable[dict[str, Any]], bar: Any) -> Iterator[dict[str, An
         bar.update(1)
 
 
-def _write(stream: IO[str], fmt: str, rows: Iterable[dict[str, Any]]) -> None:
-    if fmt == "jsonl":
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-        return
-    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({**row, "deliveries": json.dumps(row["deliveries"], ensure_ascii=False)})
 
 
 # -- purge -----------------------------------------------------------------------------------------

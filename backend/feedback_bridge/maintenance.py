@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Connection, Engine, delete, exists, func, select
 from sqlalchemy.sql.elements import ColumnElement
@@ -123,6 +125,34 @@ def _export_row(row: Any, deliveries: dict[str, dict[str, Any]]) -> dict[str, An
         "occurred_at": _iso(row["occurred_at"]), "received_at": _iso(row["received_at"]),
         "deliveries": deliveries,
     }
+
+
+CSV_COLUMNS = [
+    "event_id", "conversation_id", "message_id", "user_id", "type", "value", "reason", "comment", "text",
+    "amends", "occurred_at", "received_at", "deliveries",
+]
+# A cell starting with one of these is a formula to spreadsheet programs (CSV injection): users write comments
+# and copied text, and an operator opens the export in a spreadsheet.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def write_export(stream: IO[str], fmt: str, rows: Iterable[dict[str, Any]]) -> None:
+    """Write export rows as JSON lines (exact) or CSV (formula cells neutralised with a leading apostrophe)."""
+    if fmt == "jsonl":
+        for row in rows:
+            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+        return
+    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        row = {**row, "deliveries": json.dumps(row["deliveries"], ensure_ascii=False)}
+        writer.writerow({key: _csv_safe(value) for key, value in row.items()})
+
+
+def _csv_safe(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def _iso(value: datetime | None) -> str | None:
