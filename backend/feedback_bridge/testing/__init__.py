@@ -6,6 +6,15 @@ received and can be told to fail (see :class:`~feedback_bridge.testing.server.Em
 
 from __future__ import annotations
 
+from .moveworks import MoveworksEmulator, MoveworksMessage
+from .nebuly import NebulyEmulator
 from .server import FAULT_KINDS, EmulatorServer, Received
 
-__all__ = ["FAULT_KINDS", "EmulatorServer", "Received"]
+__all__ = [
+    "FAULT_KINDS",
+    "EmulatorServer",
+    "MoveworksEmulator",
+    "MoveworksMessage",
+    "NebulyEmulator",
+    "Received",
+]
