@@ -6,6 +6,7 @@ received and can be told to fail (see :class:`~feedback_bridge.testing.server.Em
 
 from __future__ import annotations
 
+from .aws import QBusinessEmulator, QConnectEmulator
 from .moveworks import MoveworksEmulator, MoveworksMessage
 from .nebuly import NebulyEmulator
 from .server import FAULT_KINDS, EmulatorServer, Received
@@ -16,5 +17,7 @@ __all__ = [
     "MoveworksEmulator",
     "MoveworksMessage",
     "NebulyEmulator",
+    "QBusinessEmulator",
+    "QConnectEmulator",
     "Received",
 ]
