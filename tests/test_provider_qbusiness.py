@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from aws_support import CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, post, rows, use_fake_credentials
+from aws_support import ACCESS_KEY, CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, post, rows, use_fake_credentials
 from conftest import register, runtime
 from feedback_bridge import ConfigurationError, RetryableDeliveryError
 from feedback_bridge.models import EventType, FeedbackState
@@ -83,6 +83,7 @@ def test_thumbs_up_sends_useful_with_reason_comment_and_submitted_at(qb_app, emu
         "messageUsefulness": {"usefulness": "USEFUL", "reason": "HELPFUL", "comment": "Exactly right",
                               "submittedAt": "2026-11-23T15:00:00+00:00"}}}
     assert row["response"]["status"] == 200 and row["response"]["retries"] == 0 and row["response"]["request_id"]
+    assert ACCESS_KEY not in str(row) and SECRET_KEY not in str(row), "no credential is recorded"
 
 
 def test_thumbs_down_sends_not_useful_with_reason_and_comment(qb_app, emulator):

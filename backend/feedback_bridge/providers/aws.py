@@ -86,8 +86,15 @@ def forget_clients(service: str | None = None) -> None:
             del _clients[key]
 
 
-if hasattr(os, "register_at_fork"):  # a forked worker must not share the parent's connection pools
-    os.register_at_fork(after_in_child=lambda: _clients.clear())
+def _after_fork() -> None:
+    """A forked worker must not share the parent's connection pools, nor a lock another thread held."""
+    global _clients_lock
+    _clients.clear()
+    _clients_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 # -- timestamps in the record ---------------------------------------------------------------------------------
 
@@ -110,6 +117,19 @@ def to_boto3(shape: Shape, value: Any) -> Any:
         return {k: to_boto3(shape.members[k], v) if k in shape.members else v for k, v in value.items()}
     if shape.type_name == "list" and isinstance(value, list):
         return [to_boto3(shape.member, v) for v in value]
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """A parsed AWS structure as the outbox's JSON column takes it (datetimes as ISO strings)."""
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
     return value
 
 
@@ -150,7 +170,7 @@ def client_error(exc: ClientError) -> DeliveryError:
         "status": status, "code": code, "message": error.get("Message"), "request_id": meta.get("RequestId"),
         "retries": meta.get("RetryAttempts", 0),
     }
-    record.update({k: v for k, v in exc.response.items() if k not in ("Error", "ResponseMetadata")})
+    record.update(jsonable({k: v for k, v in exc.response.items() if k not in ("Error", "ResponseMetadata")}))
     text = f"{code} (HTTP {status}): {error.get('Message') or 'no message'}"
     kind = classify(status, code)
     if kind is RetryableDeliveryError:
@@ -265,7 +285,7 @@ class AwsAdapter(ProviderAdapter):
         body = {k: v for k, v in result.items() if k != "ResponseMetadata"}
         record: dict[str, Any] = {"status": status, "request_id": request_id, "retries": retries}
         if body:
-            record["body"] = body
+            record["body"] = jsonable(body)
         return record
 
     def describe(self) -> dict[str, Any]:
