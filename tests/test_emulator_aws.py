@@ -20,7 +20,7 @@ from aws_support import ACCESS_KEY, CREDENTIALS, REGION, SECRET_KEY, signed_requ
 from feedback_bridge import testing
 from feedback_bridge._botocore_validation import Problem, operation_model, validate
 from feedback_bridge.exceptions import CredentialsError, PermanentDeliveryError, RetryableDeliveryError
-from feedback_bridge.providers.aws import classify, retry_after
+from feedback_bridge.providers.aws import classify, jsonable, retry_after
 from feedback_bridge.testing import QBusinessEmulator, QConnectEmulator
 
 APP = "a1b2c3d4-0000-4000-8000-00000000000a"
@@ -322,6 +322,12 @@ def test_validate_against_the_model():
 ])
 def test_classify(status, code, kind):
     assert classify(status, code) is kind
+
+
+def test_recorded_aws_structures_are_json_safe():
+    moment = datetime(2026, 11, 23, 15, 0, tzinfo=timezone.utc)
+    assert jsonable({"at": moment, "items": ({"raw": b"x"},), "n": 1}) == {
+        "at": "2026-11-23T15:00:00+00:00", "items": [{"raw": "x"}], "n": 1}
 
 
 def test_retry_after_reads_seconds_and_http_dates():

@@ -288,6 +288,13 @@ def test_no_credentials_at_all_fail_as_a_credentials_error_without_a_call(qb_app
     aws.forget_clients()
 
 
+def test_a_missing_profile_fails_as_a_credentials_error_without_a_call(qb_app, emulator):
+    app = qb_app(profile_name="no-such-profile")
+    [row] = deliver(app, event("thumbs_up", register(app, refs=REFS)))
+    assert row["status"] == "failed" and row["response"]["code"] == "ProfileNotFound"
+    assert "no-such-profile" in row["last_error"] and emulator.calls == []
+
+
 def test_an_unknown_application_fails_for_good(qb_app, emulator):
     app = qb_app()
     refs = {"qbusiness": {**REFS["qbusiness"], "application_id": "e" * 36}}
