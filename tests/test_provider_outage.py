@@ -34,7 +34,8 @@ FAULTS = [("throttle", 3), ("error", 4), ("hang", 2), ("drop", 3)]  # in this or
 def emulators() -> Iterator[tuple[MoveworksEmulator, NebulyEmulator]]:
     mw = MoveworksEmulator(tokens={MW_TOKEN}, assistant_name=ASSISTANT, clients={CLIENT_ID: CLIENT_SECRET})
     nebuly = NebulyEmulator(api_keys={NB_KEY})
-    mw.hang_seconds = nebuly.hang_seconds = 1.0  # past the 0.3 s read timeout; a hung call is recorded after it
+    # Past the read timeout; a hung call is recorded when it ends.
+    mw.hang_seconds = nebuly.hang_seconds = 2.0
     with mw, nebuly:
         yield mw, nebuly
 
@@ -45,10 +46,15 @@ def _fresh(emulators: tuple[MoveworksEmulator, NebulyEmulator]) -> None:
         emulator.reset()
 
 
+# A read timeout that a busy test machine's slow answer does not hit: an answer that arrives after the client gave
+# up is a genuine at-least-once repeat, and would make "exactly once" flaky.
+TIMEOUT = [1, 1]
+
+
 def providers(mw: MoveworksEmulator, nebuly: NebulyEmulator) -> dict[str, Any]:
     return {
-        "moveworks": {"base_url": mw.base_url, "assistant_name": ASSISTANT, "token": MW_TOKEN, "timeout": [1, 0.3]},
-        "nebuly": {"api_key": NB_KEY, "base_url": nebuly.url, "timeout": [1, 0.3]},
+        "moveworks": {"base_url": mw.base_url, "assistant_name": ASSISTANT, "token": MW_TOKEN, "timeout": TIMEOUT},
+        "nebuly": {"api_key": NB_KEY, "base_url": nebuly.url, "timeout": TIMEOUT},
     }
 
 
@@ -185,7 +191,7 @@ def test_no_secret_reaches_the_outbox_a_response_or_the_log(make_app, emulators,
     config = providers(mw, nebuly)
     config["moveworks_oauth"] = {
         "adapter": "feedback_bridge.providers.moveworks:MoveworksAdapter", "base_url": mw.base_url,
-        "assistant_name": ASSISTANT, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": [1, 0.3],
+        "assistant_name": ASSISTANT, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "timeout": TIMEOUT,
     }
     app = make_app(FEEDBACK_PROVIDERS=config, FEEDBACK_BACKOFF_BASE=0.01, FEEDBACK_BACKOFF_MAX=0.01)
     client = app.test_client()
