@@ -20,7 +20,7 @@ from aws_support import ACCESS_KEY, CREDENTIALS, REGION, SECRET_KEY, signed_requ
 from feedback_bridge import testing
 from feedback_bridge._botocore_validation import Problem, operation_model, validate
 from feedback_bridge.exceptions import CredentialsError, PermanentDeliveryError, RetryableDeliveryError
-from feedback_bridge.providers.aws import classify, jsonable, retry_after
+from feedback_bridge.providers.aws import classify, client_error, jsonable, redact, retry_after
 from feedback_bridge.testing import QBusinessEmulator, QConnectEmulator
 
 APP = "a1b2c3d4-0000-4000-8000-00000000000a"
@@ -322,6 +322,17 @@ def test_validate_against_the_model():
 ])
 def test_classify(status, code, kind):
     assert classify(status, code) is kind
+
+
+def test_a_quoted_canonical_request_and_session_token_are_not_recorded():
+    quoted = ("The request signature we calculated does not match the signature you provided.\n\nThe Canonical "
+              "String for this request should have been\n'POST\n/\n\nx-amz-security-token:IQoJsecret\n'")
+    exc = ClientError({"Error": {"Code": "InvalidSignatureException", "Message": quoted},
+                       "ResponseMetadata": {"HTTPStatusCode": 403}, "message": quoted}, "PutFeedback")
+    error = client_error(exc)
+    assert isinstance(error, CredentialsError) and "IQoJsecret" not in str(error) + str(error.response)
+    assert error.response["message"] == "The request signature we calculated does not match the signature you provided."
+    assert redact("x-amz-security-token: abc def") == "x-amz-security-token: <redacted> def"
 
 
 def test_recorded_aws_structures_are_json_safe():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -166,12 +167,14 @@ def client_error(exc: ClientError) -> DeliveryError:
     meta = exc.response.get("ResponseMetadata", {})
     error = exc.response.get("Error", {})
     status, code = meta.get("HTTPStatusCode"), error.get("Code")
+    message = redact(error.get("Message"))
     record: dict[str, Any] = {
-        "status": status, "code": code, "message": error.get("Message"), "request_id": meta.get("RequestId"),
+        "status": status, "code": code, "message": message, "request_id": meta.get("RequestId"),
         "retries": meta.get("RetryAttempts", 0),
     }
-    record.update(jsonable({k: v for k, v in exc.response.items() if k not in ("Error", "ResponseMetadata")}))
-    text = f"{code} (HTTP {status}): {error.get('Message') or 'no message'}"
+    extra = jsonable({k: v for k, v in exc.response.items() if k not in ("Error", "ResponseMetadata")})
+    record.update({k: redact(v) if isinstance(v, str) else v for k, v in extra.items()})
+    text = f"{code} (HTTP {status}): {message or 'no message'}"
     kind = classify(status, code)
     if kind is RetryableDeliveryError:
         wait = retry_after(meta.get("HTTPHeaders", {}).get("retry-after"))
@@ -179,6 +182,18 @@ def client_error(exc: ClientError) -> DeliveryError:
             record["retry_after"] = wait
         return RetryableDeliveryError(text, retry_after=wait, response=record)
     return kind(text, response=record)
+
+
+# A signature mismatch may quote the canonical request, which holds the session token header when one is used.
+_CANONICAL = re.compile(r"\s*The Canonical String for this request should have been.*", re.S)
+_TOKEN = re.compile(r"(?i)(x-amz-security-token\s*[:=]\s*)\S+")
+
+
+def redact(message: str | None) -> str | None:
+    """An error message as the outbox may keep it: no quoted canonical request, no session token."""
+    if not message:
+        return message
+    return _TOKEN.sub(r"\1<redacted>", _CANONICAL.sub("", message))
 
 
 def transport_error(exc: BotoCoreError) -> DeliveryError:
