@@ -419,3 +419,17 @@ def test_token_provider_that_raises_is_retryable_without_its_message(make_app, m
     [row] = deliver(app)
     assert row["status"] == "pending" and "RuntimeError" in row["last_error"]
     assert "hunter2" not in str(row) and mw.calls == []
+
+
+def test_client_credentials_token_is_renewed_shortly_before_it_expires(mw):
+    import requests
+
+    now = [1000.0]
+    mw.token_ttl = 100  # renewed 10 s early: a tenth of its life, as that is under a minute
+    source = ClientCredentials(mw.url + "/oauth/v1/token", CLIENT_ID, CLIENT_SECRET, requests.Session(), (1, 1),
+                               clock=lambda: now[0])
+    first = source.get(None)
+    now[0] += 89
+    assert source.get(None) == first and len(mw.token_requests) == 1
+    now[0] += 2
+    assert source.get(None) != first and len(mw.token_requests) == 2

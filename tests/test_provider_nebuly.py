@@ -140,7 +140,6 @@ def test_timestamp_before_the_answer_is_clamped_to_just_after_it(app, nebuly):
 
 def test_end_user_override_and_anonymize(make_app, nebuly):
     app = make_app(FEEDBACK_PROVIDERS=config(nebuly, anonymize=True))
-    register(app, refs={"nebuly": {"end_user": "nebuly-user-7"}})
     token = register(app, refs={"nebuly": {"end_user": "nebuly-user-7"}})
     post(app, event("thumbs_up", token))
     deliver(app)
@@ -374,3 +373,43 @@ def test_an_impossible_request_is_recorded_with_the_reason_and_never_sent(app, n
     assert row["status"] == "failed" and "end_user must be a non-empty string" in row["last_error"]
     assert row["request"]["json"]["metadata"]["end_user"] == 42 and row["response"] is None
     assert nebuly.calls == []
+
+
+# -- the shared transport's classification -------------------------------------------------------------------
+
+
+def response(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:
+    import requests
+
+    made = requests.Response()
+    made.status_code, made._content = status, body
+    made.headers.update(headers or {})
+    made.encoding = "utf-8"
+    return made
+
+
+@pytest.mark.parametrize(("status", "error"), [
+    (408, "RetryableDeliveryError"), (429, "RetryableDeliveryError"), (500, "RetryableDeliveryError"),
+    (503, "RetryableDeliveryError"), (401, "CredentialsError"), (403, "CredentialsError"),
+    (400, "PermanentDeliveryError"), (404, "PermanentDeliveryError"), (422, "PermanentDeliveryError"),
+    (301, "PermanentDeliveryError"),
+])
+def test_statuses_are_classified(status, error):
+    from feedback_bridge.providers.http import classify
+
+    with pytest.raises(Exception) as raised:
+        classify(response(status, b'{"detail": "x"}', {"Retry-After": "4"}))
+    assert type(raised.value).__name__ == error
+    assert raised.value.response == {"status": status, "body": {"detail": "x"}, "retry_after": "4"}
+    if error == "RetryableDeliveryError":
+        assert raised.value.retry_after == 4
+
+
+def test_recorded_responses_are_truncated_and_never_hold_our_secret():
+    from feedback_bridge.providers.http import REDACTED, classify
+
+    record = classify(response(200, b"<html>" + b"x" * 5000 + b"</html>"))
+    assert record["status"] == 200 and len(record["body_text"]) == 2000
+    with pytest.raises(Exception) as raised:
+        classify(response(401, f'{{"detail": "bad key {KEY}"}}'.encode()), secrets=(KEY,))
+    assert raised.value.response["body"] == {"detail": f"bad key {REDACTED}"} and KEY not in str(raised.value)

@@ -37,8 +37,8 @@ _SLUG = {
     EventType.COPY_OUTPUT: "copy_output", EventType.COPY_INPUT: "copy_input", EventType.PASTE: "paste",
 }
 RETRACT_SKIP = "Nebuly has no API to delete feedback: a retraction cannot be sent."
-AMENDMENT_SKIP = ("Its vote was already sent: Nebuly cannot amend feedback, and sending the vote again with the "
-                  "text would count it twice.")
+AMENDMENT_SKIP = ("Its vote was no longer pending when this arrived (sent or in flight): Nebuly cannot amend "
+                  "feedback, and sending the vote again with this text would count it twice.")
 
 
 def nebuly_timestamp(at: datetime) -> str:
