@@ -340,6 +340,15 @@ def test_server_errors_hangs_and_drops_are_retried_then_delivered(make_app, nebu
     nebuly.wait_for(2, accepted=False)  # a hung call is recorded when it ends: not in the next test's record
 
 
+def test_a_403_is_a_credentials_failure(app, nebuly):
+    token = interaction(app, nebuly)
+    nebuly.fail_next(1, "error", status=403)  # e.g. a key without access to this project
+    post(app, event("thumbs_up", token))
+    [row] = deliver(app)
+    assert row["status"] == "failed" and "CredentialsError" in row["last_error"]
+    assert row["response"]["status"] == 403 and len(nebuly.calls) == 1
+
+
 def test_a_wrong_key_is_a_credentials_failure(make_app, nebuly):
     app = make_app(FEEDBACK_PROVIDERS=config(nebuly, api_key="nb-wrong"))
     token = interaction(app, nebuly)

@@ -39,7 +39,6 @@ ID_PATTERNS = {
     "response_id": re.compile(r"resp_[0-9A-Za-z]+"),
     "message_id": re.compile(r"msg_[0-9A-Za-z]+"),
 }
-REF_KEYS = (*ID_PATTERNS, "helpful_callback_id", "unhelpful_callback_id")
 _NOT_EXPRESSIBLE = {
     EventType.COPY_OUTPUT: "Moveworks takes only helpful/unhelpful feedback: a copy is not expressible.",
     EventType.COPY_INPUT: "Moveworks takes only helpful/unhelpful feedback: a copied prompt is not expressible.",
