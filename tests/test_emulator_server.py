@@ -95,3 +95,13 @@ def test_latency_delays_each_answer(emulator: EchoEmulator):
 def test_unknown_fault_kind_is_refused(emulator: EchoEmulator):
     with pytest.raises(ValueError, match="kind must be one of"):
         emulator.fail_next(1, "explode")  # type: ignore[arg-type]
+
+
+def test_reset_releases_a_hung_request_and_never_records_it(emulator: EchoEmulator):
+    emulator.fail_next(1, "hang")
+    with pytest.raises(requests.Timeout):
+        requests.post(f"{emulator.url}/echo", json={"n": "hung"}, timeout=0.2)
+    emulator.reset()  # the hung request is answered now, after the reset: it must not show up
+    requests.post(f"{emulator.url}/echo", json={"n": "next"}, timeout=5)
+    assert [c.json() for c in emulator.wait_for(1, accepted=False)] == [{"n": "next"}]
+    assert [c.json() for c in emulator.calls] == [{"n": "next"}]

@@ -438,3 +438,21 @@ def test_events_after_a_state_with_nothing_to_send_are_not_lost(qb_app, emulator
     runtime(app).worker.drain()
     assert [r["status"] for r in rows(app)] == ["skipped", "delivered"]
     assert wire(emulator)[0]["body"]["messageUsefulness"]["usefulness"] == "USEFUL"
+
+
+def test_static_credentials_sign_without_any_credential_chain(qb_app, emulator, monkeypatch):
+    """What the demo does: an emulator needs a signature, not an account."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    app = qb_app(static_credentials=[ACCESS_KEY, SECRET_KEY])
+    [row] = deliver(app, event("thumbs_up", register(app, refs=REFS)))
+    assert row["status"] == "delivered" and len(emulator.received) == 1
+    adapter = runtime(app).adapters["qbusiness"]
+    assert SECRET_KEY not in str(adapter.describe()) and SECRET_KEY not in str(row)
+
+
+@pytest.mark.parametrize("bad", ["key:secret", [ACCESS_KEY], [ACCESS_KEY, ""], (ACCESS_KEY, 1)])
+def test_static_credentials_must_be_a_pair(make_app, bad):
+    with pytest.raises(ConfigurationError, match="static_credentials must be a"):
+        make_app(FEEDBACK_PROVIDERS={"qbusiness": {"application_id": APP_ID, "region_name": REGION,
+                                                   "static_credentials": bad}})

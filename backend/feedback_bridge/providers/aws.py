@@ -62,10 +62,14 @@ _clients_lock = threading.Lock()
 
 
 def aws_client(service: str, *, region_name: str, endpoint_url: str | None = None, profile_name: str | None = None,
-               connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 2) -> BaseClient:
+               connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 2,
+               credentials: tuple[str, str] | None = None) -> BaseClient:
     """The process's client for these settings, created on first use. Clients are thread-safe; sessions are
-    not, so creation happens under a lock (which also makes it one client per key)."""
-    key = (service, region_name, endpoint_url, profile_name, connect_timeout, read_timeout, max_attempts)
+    not, so creation happens under a lock (which also makes it one client per key).
+
+    ``credentials`` (key id, secret) bypasses boto3's chain: for emulators, which need a signature but no
+    account. Real deployments leave it out and use the chain or a profile."""
+    key = (service, region_name, endpoint_url, profile_name, connect_timeout, read_timeout, max_attempts, credentials)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
@@ -73,7 +77,10 @@ def aws_client(service: str, *, region_name: str, endpoint_url: str | None = Non
                 retries={"total_max_attempts": max_attempts, "mode": "standard"},
                 connect_timeout=connect_timeout, read_timeout=read_timeout, user_agent_extra="feedback-bridge",
             )
-            session = boto3.session.Session(profile_name=profile_name)
+            key_id, secret = credentials or (None, None)
+            session = boto3.session.Session(
+                profile_name=profile_name, aws_access_key_id=key_id, aws_secret_access_key=secret
+            )
             client = session.client(service, region_name=region_name, endpoint_url=endpoint_url, config=config)
             _clients[key] = client
             logger.debug("Created %s client for %s (endpoint %s)", service, region_name, endpoint_url or "default")
@@ -221,7 +228,8 @@ class AwsAdapter(ProviderAdapter):
 
     def __init__(self, name: str | None = None, *, region_name: str, endpoint_url: str | None = None,
                  profile_name: str | None = None, rating_thresholds: Any = None, connect_timeout: float = 3.0,
-                 read_timeout: float = 10.0, max_attempts: int = 2) -> None:
+                 read_timeout: float = 10.0, max_attempts: int = 2,
+                 static_credentials: tuple[str, str] | list[str] | None = None) -> None:
         super().__init__(name)  # an unknown option is a TypeError, which the registry reports
         _require_str("region_name", region_name)
         if endpoint_url is not None and not (isinstance(endpoint_url, str) and endpoint_url.startswith("http")):
@@ -233,12 +241,18 @@ class AwsAdapter(ProviderAdapter):
                 raise ValueError(f"{key} must be a positive number of seconds")
         if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not 1 <= max_attempts <= 5:
             raise ValueError("max_attempts must be an integer from 1 to 5 (botocore's attempts per delivery)")
+        if static_credentials is not None and not (
+            isinstance(static_credentials, (tuple, list)) and len(static_credentials) == 2
+            and all(isinstance(part, str) and part for part in static_credentials)
+        ):
+            raise ValueError("static_credentials must be a (key id, secret) pair; it is meant for emulators")
         self.thresholds = RatingThresholds.from_option(rating_thresholds)
         self.region_name, self.endpoint_url, self.profile_name = region_name, endpoint_url, profile_name
         self.client_options = {
             "region_name": region_name, "endpoint_url": endpoint_url, "profile_name": profile_name,
             "connect_timeout": float(connect_timeout), "read_timeout": float(read_timeout),
             "max_attempts": max_attempts,
+            "credentials": tuple(static_credentials) if static_credentials else None,
         }
         self.input_shape = operation_model(self.service, self.operation).input_shape
 

@@ -61,7 +61,7 @@ class EmulatorServer:
 
     name = "emulator"
     #: How long a "hang" fault holds the request before answering 500. Longer than any client timeout we set;
-    #: ``stop()`` releases hung requests at once.
+    #: ``stop()`` and ``reset()`` release hung requests at once.
     hang_seconds = 30.0
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -70,7 +70,7 @@ class EmulatorServer:
         self._faults = _Faults()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
-        self._stopping = threading.Event()
+        self._release = threading.Event()  # set by reset(): frees requests hung before it
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self.app = self.create_app()
@@ -91,7 +91,7 @@ class EmulatorServer:
     # -- life cycle --------------------------------------------------------------------------------------------
 
     def start(self) -> EmulatorServer:
-        self._stopping.clear()
+        self._release = threading.Event()
         self._server = make_server(self.host, self.port, self.app, threaded=True)
         self.port = self._server.server_port
         self._thread = threading.Thread(
@@ -101,7 +101,7 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # releases hung requests
+        self._release.set()  # frees hung requests
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -140,10 +140,13 @@ class EmulatorServer:
             self._faults.latency = seconds
 
     def reset(self) -> None:
-        """Forget what was received and any pending faults and latency (state a subclass keeps is its own)."""
+        """Forget what was received and any pending faults and latency (state a subclass keeps is its own).
+        Requests hung or in progress before the reset are released and never recorded."""
         with self._lock:
             self.calls.clear()
             self._faults = _Faults()
+            self._release.set()
+            self._release = threading.Event()
 
     # -- what was received -------------------------------------------------------------------------------------
 
@@ -171,8 +174,9 @@ class EmulatorServer:
         with self._lock:
             latency = self._faults.latency
             fault = self._faults.queue.popleft() if self._faults.queue else None
+            g.emulator_release = release = self._release
         if latency:
-            self._stopping.wait(latency)
+            release.wait(latency)
         g.emulator_fault = fault.kind if fault else None
         if fault is None:
             return None
@@ -184,7 +188,7 @@ class EmulatorServer:
                 response.status_code = fault.status
             return response
         if fault.kind == "hang":
-            self._stopping.wait(self.hang_seconds)
+            release.wait(self.hang_seconds)
             return self.error_response()
         # drop: recorded first (the client must never see the drop before the record), then the connection is
         # closed under the client's feet; werkzeug treats the failed write as a dropped connection, quietly.
@@ -212,6 +216,8 @@ class EmulatorServer:
             fault=fault,
         )
         with self._changed:
+            if g.get("emulator_release", self._release) is not self._release:
+                return  # began before a reset(): belongs to a test that is over
             self.calls.append(call)
             self._changed.notify_all()
 
