@@ -27,27 +27,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=None, metavar="DIR",
         help="folder for the demo's SQLite database (default: ~/.local/share/feedback-bridge)",
     )
+    demo.add_argument(
+        "--providers", choices=["emulators", "log"], default="emulators",
+        help="deliver to the four provider emulators run in-process (default), or only log deliveries",
+    )
     return parser
 
 
-def run_demo(host: str, port: int, data_dir: Path | None) -> int:
-    from .demo import create_app
+def run_demo(host: str, port: int, data_dir: Path | None, providers: str = "emulators") -> int:
+    from .demo import create_app, shutdown
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(data_dir=data_dir)
+    app = create_app(data_dir=data_dir, providers=providers)
     shown_host = f"[{host}]" if ":" in host else host
     print(f"feedback-bridge demo: http://{shown_host}:{port}/  (Ctrl+C to stop)", flush=True)
     try:
         app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
     finally:
-        app.extensions["feedback_bridge"].close()
+        shutdown(app)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        return run_demo(args.host, args.port, args.data_dir)
+        return run_demo(args.host, args.port, args.data_dir, args.providers)
     raise AssertionError(f"unhandled command {args.command!r}")  # argparse only lets known commands through
 
 

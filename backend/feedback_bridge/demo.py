@@ -10,10 +10,12 @@ from typing import Any
 from flask import Flask, render_template
 
 from .extension import FeedbackBridge
+from .testing.local import LocalProviders
 
 DESK_NAME = "Northwind IT Help Desk"
 CONVERSATION_ID = "demo-helpdesk-1"
 USER_ID = "demo-user"
+LOCAL_PROVIDERS = "feedback_bridge.demo.local_providers"
 
 # (message id, question, answer): the ids are stable, so reloading the page reuses the stored messages.
 TRANSCRIPT: tuple[tuple[str, str, str], ...] = (
@@ -57,18 +59,38 @@ def _persistent_secret(folder: Path) -> str:
     return path.read_text().strip()
 
 
-def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathLike[str] | None = None) -> Flask:
+def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathLike[str] | None = None,
+               providers: str = "emulators") -> Flask:
     """The demo app. ``config`` overrides app config keys; ``data_dir`` holds its SQLite database.
 
-    Its defaults (the ``log`` provider in event mode, a 2-second settle window) are extension options,
-    so ``FEEDBACK_*`` environment variables and ``config`` both take precedence over them.
+    ``providers="emulators"`` starts the four provider emulators in this process and delivers to them over
+    HTTP, with no cloud account; ``"log"`` only logs deliveries. These defaults (and a 2-second settle window)
+    are extension options, so ``FEEDBACK_*`` environment variables and ``config`` take precedence over them.
+    Call :func:`shutdown` when done.
     """
+    if providers not in ("emulators", "log"):
+        raise ValueError("providers must be 'emulators' or 'log'")
     instance = Path(data_dir or default_data_dir()).expanduser().resolve()
     app = Flask(__name__, instance_path=str(instance), static_folder=None, template_folder=None)
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _persistent_secret(instance)
-    bridge = FeedbackBridge(app, providers={"log": {"mode": "event"}}, settle_seconds=2)
+    local = LocalProviders().start() if providers == "emulators" else None
+    app.extensions[LOCAL_PROVIDERS] = local
+    try:
+        default = local.providers_config() if local else {"log": {"mode": "event"}}
+        bridge = FeedbackBridge(app, providers=default, settle_seconds=2)
+    except BaseException:
+        shutdown(app)
+        raise
+    refs: dict[str, dict[str, Any]] = {}  # per message, made once per process: the emulators live as long
+
+    def message_refs(message_id: str, question: str, answer: str) -> dict[str, Any]:
+        if local is None:
+            return {}
+        if message_id not in refs:
+            refs[message_id] = local.new_message_refs(USER_ID, question, answer)
+        return refs[message_id]
 
     @app.get("/")
     def index() -> str:
@@ -78,7 +100,7 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
                 "answer": answer,
                 "token": bridge.register_message(
                     conversation_id=CONVERSATION_ID, message_id=message_id, user_id=USER_ID,
-                    input=question, output=answer,
+                    input=question, output=answer, refs=message_refs(message_id, question, answer),
                 ),
             }
             for message_id, question, answer in TRANSCRIPT
@@ -86,3 +108,13 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
         return render_template("feedback_bridge/demo.html", desk_name=DESK_NAME, transcript=transcript)
 
     return app
+
+
+def shutdown(app: Flask) -> None:
+    """Stop the bridge's worker and the demo's emulators."""
+    bridge = app.extensions.get("feedback_bridge")
+    if bridge is not None:
+        bridge.close()
+    local = app.extensions.get(LOCAL_PROVIDERS)
+    if local is not None:
+        local.stop()
