@@ -262,6 +262,8 @@ def test_server_errors_hangs_and_drops_are_retried_then_delivered(make_app, mw, 
     post(app, event("thumbs_up", token))
     [row] = deliver(app)
     assert row["status"] == "pending" and error in row["last_error"]
+    if fault != "error":  # no answer to record: what went wrong instead
+        assert row["response"] == {"error": "ReadTimeout" if fault == "hang" else "ConnectionError"}
     if fault == "error":
         assert row["response"]["body"]["error"]["code"] == "INTERNAL_ERROR"
     runtime(app).worker.drain(now=datetime.now(timezone.utc) + timedelta(seconds=1))

@@ -332,6 +332,8 @@ def test_server_errors_hangs_and_drops_are_retried_then_delivered(make_app, nebu
     post(app, event("copy_output", token, text="Open Settings"))
     [row] = deliver(app)
     assert row["status"] == "pending" and error in row["last_error"]
+    if fault != "error":  # no answer to record: what went wrong instead
+        assert row["response"] == {"error": "ReadTimeout" if fault == "hang" else "ConnectionError"}
     if fault == "error":
         assert row["response"] == {"status": 503, "body": {"detail": "Internal Server Error"}}
     deliver(app, after=1)
