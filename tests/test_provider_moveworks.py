@@ -435,3 +435,23 @@ def test_client_credentials_token_is_renewed_shortly_before_it_expires(mw):
     assert source.get(None) == first and len(mw.token_requests) == 1
     now[0] += 2
     assert source.get(None) != first and len(mw.token_requests) == 2
+
+
+def test_concurrent_401s_refresh_the_token_once(mw):
+    adapter = MoveworksAdapter(**oauth(mw)["moveworks"])
+    stale = adapter.tokens.get(None)
+    fresh: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def refresh() -> None:
+        barrier.wait()
+        fresh.append(adapter.tokens.refresh(None, stale=stale))
+
+    threads = [threading.Thread(target=refresh) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    adapter.close()
+    assert len(set(fresh)) == 1 and stale not in fresh
+    assert len(mw.token_requests) == 2, "the first token, and one refresh for all eight"
