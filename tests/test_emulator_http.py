@@ -249,6 +249,15 @@ def test_nebuly_refuses_a_body_that_is_not_json(nebuly):
     assert locs(send(nebuly, "slug=thumbs_up")) == [["body"]]
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_nebuly_refuses_non_finite_ratings(nebuly, value):
+    metadata = '"metadata": {"end_user": "u", "timestamp": "2026-11-23T15:00:01.000Z"}'
+    body = f'{{"feedback": {{"slug": "rating", "value": {value}}}, {metadata}}}'
+    response = requests.post(nebuly.url + "/event-ingestion/api/v1/events/feedback", data=body, timeout=5,
+                             headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert ["body", "feedback", "value"] in locs(response)
+
+
 def test_nebuly_orders_feedback_after_its_interaction(nebuly):
     ended = datetime(2026, 11, 23, 15, 0, 1, tzinfo=timezone.utc)
     nebuly.add_interaction("u-1", "q", "a", ended)

@@ -138,8 +138,8 @@ def _check_feedback(feedback: dict[str, Any]) -> list[Problem]:
     if slug == "rating":
         if "value" not in feedback:
             problems.append((["feedback", "value"], "A rating needs a value", "missing"))
-        elif isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-                or not 1 <= value <= 5:
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or (isinstance(value, float) and not value.is_integer()) or not 1 <= value <= 5:  # NaN, inf too
             problems.append((["feedback", "value"], "Input should be an integer from 1 to 5", "value_error"))
         if "text" in feedback:
             problems.append((["feedback", "text"], "A rating uses value instead of text", "value_error"))
