@@ -17,8 +17,8 @@ from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy import create_engine, func, select
 
 from conftest import register, runtime
+from feedback_bridge import widget_asset
 from feedback_bridge.models import REASONS, EventType
-from feedback_bridge.resources import resource_dir
 from feedback_bridge.schema import events, outbox, states
 from feedback_bridge.schemas import MAX_COMMENT, MAX_EVENTS, MAX_TEXT
 from support import RecordingAdapter, event, new_id
@@ -659,7 +659,7 @@ def test_widget_script_is_cacheable_and_revalidated(client) -> None:
     response = client.get("/feedback/widget.js")
     assert response.status_code == 200
     assert response.mimetype == "text/javascript"
-    assert response.data == (resource_dir("widget") / "feedback-widget.js").read_bytes()
+    assert response.data == widget_asset.script().body  # the source, minified once (tests/test_widget_asset.py)
     etag = response.headers["ETag"]
     assert etag
     cache = response.headers["Cache-Control"]

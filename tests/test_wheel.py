@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import rjsmin
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via an HTTP proxy from the env
@@ -160,7 +161,7 @@ def test_installed_demo_serves_the_widget_and_page(demo_server: Server) -> None:
     assert f"{base}/" in demo_server.log.read_text()  # the URL it printed on start
     status, headers, body = _get(f"{base}/feedback/widget.js")
     assert status == 200
-    assert body == (REPO / "widget" / "feedback-widget.js").read_bytes()
+    assert body.decode() == rjsmin.jsmin((REPO / "widget" / "feedback-widget.js").read_text())  # served minified
     assert headers["Content-Type"].startswith("text/javascript")
     etag = headers.get("ETag")
     assert etag

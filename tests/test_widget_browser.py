@@ -1,143 +1,337 @@
-"""The widget in Debian's headless Chromium (driven by Playwright), against the real blueprint over HTTP."""
+# ruff: noqa: F811 -- pytest fixtures imported from widget_support are redefined as test parameters
+"""The widget in Debian's headless Chromium (driven by Playwright), against the real blueprint over HTTP: voting by
+mouse and keyboard, ratings, reasons and comments, copies and pastes, auto-attach, theming and host CSS, languages
+and an axe-core accessibility check. Every page loads the served (minified) script."""
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Iterator
+import json
 from pathlib import Path
 
 import pytest
-from flask import Flask, render_template_string
-from playwright.sync_api import Browser, Page, sync_playwright
-from werkzeug.serving import make_server
+from playwright.sync_api import BrowserContext, Page, expect
 
-from conftest import register
+from widget_support import I18N, Site, browser, context, page, seen, shadow, site  # noqa: F401
 
-CHROMIUM = os.environ.get("FEEDBACK_CHROMIUM", "/usr/bin/chromium")
-# As root in a container, with no network beyond this machine: no sandbox, no background requests.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update"]
-
-PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>chat</title>
-<style>button { display: none !important; } * { color: red !important; }</style>
-<script src="{{ url_for('feedback_bridge.widget') }}" defer></script></head><body>
-{% for token in tokens %}<p class="answer">Answer {{ loop.index }}</p>
-<feedback-widget token="{{ token }}"></feedback-widget>{% endfor %}
-<script>
-  window.seen = [];
-  for (const name of ["submit", "delivered", "error"]) {
-    document.addEventListener("feedback-widget:" + name, (e) => window.seen.push([name, e.detail.event?.type]));
-  }
-</script></body></html>"""
+AXE = Path(__import__("axe_playwright_python").__file__).with_name("axe.min.js")
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium is not at {CHROMIUM}: install Debian's chromium package (see README)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
+def answers(site: Site, count: int, variant: str = "") -> tuple[str, list[str]]:
+    tokens = [site.token(f"m-{n}") for n in range(count)]
+    body = "".join(f'<p class="answer">Answer number {n}.</p><feedback-widget token="{t}" {variant}></feedback-widget>'
+                   for n, t in enumerate(tokens))
+    return body, tokens
 
 
-@pytest.fixture
-def site(make_app) -> Iterator[tuple[Flask, str, list[str]]]:
-    """The blueprint and a chat page with two answers, served on 127.0.0.1 by a real HTTP server."""
-    app = make_app()
-    tokens = [register(app, message_id=f"m-{n}") for n in range(2)]
-
-    @app.get("/")
-    def chat() -> str:
-        return render_template_string(PAGE, tokens=tokens)
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield app, f"http://127.0.0.1:{server.server_port}/", tokens
-    server.shutdown()
-    thread.join(10)
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
-def state(app: Flask, token: str) -> dict:
-    return app.test_client().get("/feedback/state", query_string={"token": token}).json
-
-
-def delivered(page: Page, count: int) -> None:
-    page.wait_for_function(f"window.seen.filter(([n]) => n === 'delivered').length >= {count}")
-
-
-def test_clicking_thumbs_records_the_vote_and_clicking_again_retracts_it(site, page: Page):
-    app, url, tokens = site
-    page.goto(url)
+def test_clicking_thumbs_records_the_vote_and_clicking_again_retracts_it(site: Site, page: Page):
+    body, tokens = answers(site, 2)
+    page.goto(site.page(body))
     up = page.get_by_role("button", name="Thumbs up").first
     up.click()
-    delivered(page, 1)
-    assert up.get_attribute("aria-pressed") == "true"
-    assert state(app, tokens[0])["vote"] == "up" and state(app, tokens[1])["vote"] is None
-    assert page.get_by_role("status").first.text_content() == "Thanks for your feedback"
+    seen(page, "delivered")
+    expect(up).to_have_attribute("aria-pressed", "true")
+    assert site.state(tokens[0])["vote"] == "up" and site.state(tokens[1])["vote"] is None
+    expect(page.get_by_role("status").first).to_have_text("Thanks for your feedback")
+    expect(page.get_by_role("group", name="Tell us more")).to_be_visible()  # the panel opened, positive reasons
+    expect(page.get_by_role("button", name="Helpful")).to_be_visible()
+    expect(page.get_by_role("button", name="Not complete")).to_have_count(0)
     up.click()
-    delivered(page, 2)
-    assert up.get_attribute("aria-pressed") == "false"
-    assert state(app, tokens[0])["vote"] is None
-    assert page.evaluate("window.seen") == [["submit", "thumbs_up"], ["delivered", "thumbs_up"],
-                                            ["submit", "retract"], ["delivered", "retract"]]
+    seen(page, "delivered", 2)
+    expect(up).to_have_attribute("aria-pressed", "false")
+    assert site.state(tokens[0])["vote"] is None
+    expect(page.get_by_role("group", name="Tell us more")).to_have_count(0)
+    assert page.evaluate("window.seen") == [["submit", "thumbs_up", None], ["delivered", "thumbs_up", "accepted"],
+                                            ["submit", "retract", None], ["delivered", "retract", "accepted"]]
 
 
-def test_keyboard_alone_can_vote(site, page: Page):
-    app, url, tokens = site
-    page.goto(url)
-    page.wait_for_function("customElements.get('feedback-widget') !== undefined")
+def test_keyboard_alone_votes_adds_a_reason_and_a_comment(site: Site, page: Page):
+    body, tokens = answers(site, 2)
+    page.goto(site.page(body))
+    page.wait_for_function("!!customElements.get('feedback-widget')")
     page.keyboard.press("Tab")
     page.keyboard.press("Tab")  # thumbs up, then thumbs down of the first answer
     page.keyboard.press("Enter")
-    delivered(page, 1)
-    assert state(app, tokens[0])["vote"] == "down"
+    seen(page, "delivered")
+    assert site.state(tokens[0])["vote"] == "down"
+    focused = "document.activeElement.shadowRoot.activeElement"
+    page.keyboard.press("Tab")  # the copy button, then the panel's first reason
+    page.keyboard.press("Tab")
+    assert page.evaluate(f"{focused}.dataset.r") == "NOT_FACTUALLY_CORRECT"
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Space")  # NOT_HELPFUL
+    for _ in range(5):
+        page.keyboard.press("Tab")
+    assert page.evaluate(f"{focused}.localName") == "textarea"
+    page.keyboard.type("Step 3 is missing")
+    expect(page.locator("feedback-widget").first.locator("[part=counter]")).to_have_text("17/1000")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # Send
+    seen(page, "delivered", 2)
+    state = site.state(tokens[0])
+    assert state == {"vote": "down", "rating": None, "reason": "NOT_HELPFUL", "comment": "Step 3 is missing",
+                     "copied": False}
+    assert page.evaluate(f"{focused}.dataset.v") == "down"  # focus went back to the vote
 
 
-def test_a_reload_shows_the_vote_stored_on_the_server(site, page: Page):
-    app, url, tokens = site
+def test_focus_is_visible(site: Site, page: Page):
+    body, _ = answers(site, 1)
+    page.goto(site.page(body))
+    page.wait_for_function("!!customElements.get('feedback-widget')")
+    page.keyboard.press("Tab")
+    outline = page.evaluate(f"getComputedStyle({shadow(page, '[data-v=up]')}).outlineStyle")
+    assert outline == "solid"
+
+
+def test_dismissing_the_panel_keeps_the_vote(site: Site, page: Page):
+    body, tokens = answers(site, 1)
+    page.goto(site.page(body))
+    page.get_by_role("button", name="Thumbs down").click()
+    page.get_by_role("button", name="Dismiss").click()
+    seen(page, "delivered")
+    expect(page.get_by_role("group")).to_have_count(0)
+    page.get_by_role("button", name="Thumbs down").click()  # retract...
+    page.get_by_role("button", name="Thumbs down").click()  # ...and vote again; Escape closes the panel
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("group")).to_have_count(0)
+    seen(page, "delivered", 3)
+    assert site.state(tokens[0])["vote"] == "down"
+    assert [e["type"] for e in site.events()] == ["thumbs_down", "retract", "thumbs_down"]
+
+
+def test_rating_is_a_radio_group_driven_by_arrow_keys(site: Site, page: Page):
+    body, tokens = answers(site, 1, 'variant="both"')
+    page.goto(site.page(body))
+    group = page.get_by_role("radiogroup", name="Rating")
+    expect(group).to_be_visible()
+    stars = group.get_by_role("radio")
+    expect(stars).to_have_count(5)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")  # up, down, then the group's one tab stop: the first star
+    page.keyboard.press("ArrowRight")
+    seen(page, "delivered")
+    assert site.state(tokens[0])["rating"] == 2
+    page.keyboard.press("ArrowLeft")
+    page.keyboard.press("ArrowLeft")  # wraps around from 1 to 5
+    seen(page, "delivered", 3)
+    assert site.state(tokens[0])["rating"] == 5
+    expect(stars.nth(4)).to_have_attribute("aria-checked", "true")
+    assert [s.get_attribute("tabindex") for s in stars.all()] == ["-1", "-1", "-1", "-1", "0"]
+    page.keyboard.press("Space")  # Space on the chosen star keeps it (a radio), clicking it retracts
+    expect(stars.nth(4)).to_have_attribute("aria-checked", "true")
+    stars.nth(1).click()
+    page.get_by_role("button", name="Not concise").click()
+    page.get_by_role("button", name="Send").click()  # the amendment of a rating repeats its value
+    seen(page, "delivered", 5)
+    assert site.state(tokens[0]) == {"vote": None, "rating": 2, "reason": "NOT_CONCISE", "comment": None,
+                                     "copied": False}
+    assert site.events()[-1]["value"] == 2 and site.events()[-1]["amends"] == site.events()[-2]["id"]
+    stars.nth(1).click()
+    seen(page, "delivered", 6)
+    assert site.state(tokens[0])["rating"] is None
+    expect(page.get_by_role("button", name="Thumbs up")).to_be_visible()
+
+
+def test_rating_variant_hides_the_thumbs(site: Site, page: Page):
+    body, _ = answers(site, 1, 'variant="rating"')
+    page.goto(site.page(body))
+    expect(page.get_by_role("radiogroup")).to_be_visible()
+    expect(page.get_by_role("button", name="Thumbs up")).to_be_hidden()
+
+
+def test_a_reload_shows_the_previous_choice(site: Site, context: BrowserContext, page: Page):
+    body, _ = answers(site, 2)
+    url = site.page(body)
     page.goto(url)
     page.get_by_role("button", name="Thumbs down").nth(1).click()
-    delivered(page, 1)
-    assert state(app, tokens[1])["vote"] == "down"
+    seen(page, "delivered")
     page.reload()
-    down = page.get_by_role("button", name="Thumbs down").nth(1)
-    page.wait_for_function(
-        "document.querySelectorAll('feedback-widget')[1].shadowRoot"
-        ".querySelector('[data-vote=down]').getAttribute('aria-pressed') === 'true'"
-    )
-    assert down.get_attribute("aria-pressed") == "true"
-    assert page.get_by_role("button", name="Thumbs down").first.get_attribute("aria-pressed") == "false"
+    expect(page.get_by_role("button", name="Thumbs down").nth(1)).to_have_attribute("aria-pressed", "true")
+    expect(page.get_by_role("button", name="Thumbs down").first).to_have_attribute("aria-pressed", "false")
+    # Another browser (no local state) gets it from GET /state.
+    other = context.browser.new_context().new_page()
+    other.goto(url)
+    expect(other.get_by_role("button", name="Thumbs down").nth(1)).to_have_attribute("aria-pressed", "true")
+    other.context.close()
 
 
-def test_host_page_css_cannot_hide_or_restyle_the_buttons(site, page: Page):
-    _, url, _ = site
-    page.goto(url)
-    up = page.get_by_role("button", name="Thumbs up").first
-    assert up.is_visible(), "the page's `button { display: none !important }` must not reach the shadow DOM"
-    colour = up.evaluate("b => getComputedStyle(b).borderColor")
-    assert colour != "rgb(255, 0, 0)"
+def test_copy_button_copies_the_answer_and_records_it(site: Site, context: BrowserContext, page: Page):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    body, tokens = answers(site, 2)
+    page.goto(site.page(body))
+    page.get_by_role("button", name="Copy answer").nth(1).click()
+    seen(page, "delivered")
+    assert page.evaluate("navigator.clipboard.readText()") == "Answer number 1."
+    assert site.events()[0] | {"id": None, "occurred_at": None} == {
+        "type": "copy_output", "text": "Answer number 1.", "token": tokens[1], "id": None, "occurred_at": None}
+    assert site.state(tokens[1])["copied"] is True
+    expect(page.get_by_role("status").nth(1)).to_have_text("Copied")
 
 
-def test_a_rejected_vote_is_undone_and_reported(site, page: Page):
-    app, url, tokens = site
-    page.goto(url)
-    page.wait_for_function("customElements.get('feedback-widget') !== undefined")
-    page.evaluate("document.querySelector('feedback-widget').setAttribute('token', 'forged.token.value')")
-    up = page.get_by_role("button", name="Thumbs up").first
+CHAT = """<div id="log">
+<div class="user-message">How do I reset my password?</div>
+<div class="assistant-message" data-feedback-token="{t0}"><p>Open Settings, then Security.</p></div>
+<div class="user-message">And my PIN?</div>
+<div class="assistant-message" data-feedback-token="{t1}"><p>Call the help desk.</p></div>
+<div class="assistant-message"><p>No token yet.</p></div>
+</div><textarea id="chat-input"></textarea>"""
+ATTACH = ('data-attach=".assistant-message" data-token-attribute="data-feedback-token" '
+          'data-prompt=".user-message" data-input="#chat-input"')
+
+
+def chat(site: Site, page: Page, **kwargs) -> list[str]:
+    tokens = [site.token(f"m-{n}") for n in range(3)]
+    page.goto(site.page(CHAT.format(t0=tokens[0], t1=tokens[1]), script=ATTACH, **kwargs))
+    page.wait_for_function("document.querySelectorAll('.assistant-message feedback-widget').length == 2")
+    return tokens
+
+
+def test_auto_attach_waits_for_tokens_and_streamed_messages_get_a_widget_in_their_frame(site: Site, page: Page):
+    tokens = chat(site, page)
+    assert page.evaluate("[...document.querySelectorAll('.assistant-message')].map(m => "
+                         "m.lastElementChild.localName)") == ["feedback-widget", "feedback-widget", "p"]
+    # A token arriving later attaches the widget.
+    page.evaluate(f"document.querySelectorAll('.assistant-message')[2].setAttribute('data-feedback-token', "
+                  f"{tokens[2]!r})")
+    page.wait_for_function("document.querySelectorAll('.assistant-message feedback-widget').length == 3")
+    # A streamed message: its widget is there before the next frame is rendered.
+    streamed = site.token("m-streamed")
+    in_frame = page.evaluate("""(token) => new Promise((done) => {
+        const m = document.createElement('div');
+        m.className = 'assistant-message';
+        m.setAttribute('data-feedback-token', token);
+        m.textContent = 'Streamed answer';
+        document.getElementById('log').append(m);
+        requestAnimationFrame(() => done(!!m.querySelector('feedback-widget')));
+    })""", streamed)
+    assert in_frame
+    page.locator(".assistant-message").nth(3).get_by_role("button", name="Thumbs up").click()
+    seen(page, "delivered")
+    assert site.state(streamed)["vote"] == "up"
+    nodes = page.evaluate("[...document.querySelectorAll('feedback-widget')].map(w => {"
+                          "const it = document.createNodeIterator(w.shadowRoot); let n = -1;"
+                          "while (it.nextNode()) n++; return n; })")
+    assert len(nodes) == 4 and max(nodes[:3]) <= 20, nodes  # idle widgets: at most 20 DOM nodes
+
+
+def test_a_selector_matching_nothing_breaks_nothing(site: Site, page: Page):
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(site.page("<p>Nothing here</p>", script='data-attach=".nope" data-prompt=".nope" data-input="#nope"'))
+    page.wait_for_function("window.feedbackBridge")
+    page.evaluate("document.body.append(document.createElement('div'))")
+    page.evaluate("navigator.clipboard")  # settle a task
+    assert errors == [] and page.locator("feedback-widget").count() == 0
+
+
+def select_and_copy(page: Page, selector: str) -> None:
+    page.evaluate("""(selector) => {
+        const range = document.createRange();
+        range.selectNodeContents(document.querySelector(selector));
+        getSelection().removeAllRanges();
+        getSelection().addRange(range);
+    }""", selector)
+    page.keyboard.press("Control+C")
+
+
+def test_the_users_own_copies_and_pastes_are_recorded(site: Site, context: BrowserContext, page: Page):
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    tokens = chat(site, page)
+    select_and_copy(page, ".assistant-message:nth-of-type(2) p")  # the first answer's text
+    seen(page, "delivered")
+    select_and_copy(page, ".user-message:nth-of-type(3)")  # the second prompt: counts for the second answer
+    seen(page, "delivered", 2)
+    page.locator("#chat-input").focus()
+    page.keyboard.press("Control+V")  # pastes the prompt into the chat input: counts for the latest answer
+    seen(page, "delivered", 3)
+    got = [(e["type"], e["text"], e["token"]) for e in site.events()]
+    assert got == [("copy_output", "Open Settings, then Security.", tokens[0]),
+                   ("copy_input", "And my PIN?", tokens[1]),
+                   ("paste", "And my PIN?", tokens[1])]
+    assert site.state(tokens[0])["copied"] is True
+
+
+HOSTILE = """<style>button { display: none !important; } * { color: red !important; font-size: 40px !important; }
+feedback-widget::part(status) { text-decoration: underline; }</style>"""
+
+
+def test_host_css_cannot_break_it_and_theming_variables_on_an_ancestor_apply(site: Site, page: Page):
+    body, _ = answers(site, 1)
+    page.goto(site.page(f'<section style="--feedback-accent: rgb(1, 2, 3); --feedback-bg: rgb(250, 240, 230)">'
+                        f"{body}</section>", head=HOSTILE))
+    up = page.get_by_role("button", name="Thumbs up")
+    expect(up).to_be_visible()
+    style = up.evaluate("b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor, "
+                        "getComputedStyle(b).fontSize]")
+    assert style[0] != "rgb(255, 0, 0)" and style[1] == "rgb(250, 240, 230)" and style[2] != "40px"
     up.click()
-    page.wait_for_function("window.seen.some(([n, t]) => n === 'error' && t === 'thumbs_up')")
-    assert up.get_attribute("aria-pressed") == "false"
-    assert page.get_by_role("status").first.text_content() == "Sorry, your feedback could not be sent"
-    assert state(app, tokens[0])["vote"] is None
+    assert up.evaluate("b => getComputedStyle(b).color") == "rgb(1, 2, 3)"  # pressed: the accent
+    status = page.get_by_role("status")
+    assert status.evaluate("s => getComputedStyle(s).textDecorationLine") == "underline"  # ::part applies
+
+
+def test_light_and_dark_themes(site: Site, browser):
+    token = site.token("m-0")
+    url = site.page(f'<feedback-widget token="{token}"></feedback-widget>'
+                    f'<feedback-widget token="{token}" theme="light"></feedback-widget>')
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    page.goto(url)
+    page.wait_for_function("document.querySelectorAll('feedback-widget')[1].shadowRoot.firstChild")
+    colours = page.evaluate("[...document.querySelectorAll('feedback-widget')].map(w => "
+                            "getComputedStyle(w.shadowRoot.querySelector('button')).backgroundColor)")
+    context.close()
+    assert colours == ["rgb(31, 31, 31)", "rgb(255, 255, 255)"]
+
+
+@pytest.mark.parametrize("lang", ["de", "fr", "es", "ja"])
+def test_labels_follow_the_pages_language(site: Site, page: Page, lang: str):
+    labels = json.loads((I18N / f"{lang}.json").read_text(encoding="utf-8"))
+    body, _ = answers(site, 1, 'variant="both"')
+    page.goto(site.page(body, lang=lang))
+    expect(page.get_by_role("button", name=labels["Thumbs up"], exact=True)).to_be_visible()
+    expect(page.get_by_role("radio", name=labels["{n} out of 5"].replace("{n}", "3"))).to_have_count(1)
+    page.get_by_role("button", name=labels["Thumbs down"], exact=True).click()
+    expect(page.get_by_role("status")).to_have_text(labels["Thanks for your feedback"])
+    expect(page.get_by_role("button", name=labels["NOT_COMPLETE"])).to_be_visible()
+    expect(page.get_by_role("textbox", name=labels["Comment (optional)"])).to_be_visible()
+
+
+def test_any_label_can_be_overridden(site: Site, page: Page):
+    body, _ = answers(site, 1)
+    page.goto(site.page(body))
+    page.wait_for_function("window.feedbackBridge")
+    page.evaluate("feedbackBridge.configure({labels: {'Thumbs up': 'Like', NOT_COMPLETE: 'Missing steps'}})")
+    expect(page.get_by_role("button", name="Like")).to_be_visible()
+    page.get_by_role("button", name="Thumbs down").click()
+    expect(page.get_by_role("button", name="Missing steps")).to_be_visible()
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_accessibility_violations(site: Site, browser, scheme: str):
+    body, _ = answers(site, 2, 'variant="both"')
+    context = browser.new_context(color_scheme=scheme)
+    page = context.new_page()
+    page.goto(site.page(f"<main><h1>Chat</h1>{body}</main>", head=f"<style>:root{{color-scheme:{scheme}}}</style>"))
+    page.get_by_role("button", name="Thumbs down").first.click()  # the panel too
+    page.get_by_role("button", name="Not complete").click()
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    context.close()
+    violations = [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]]
+    assert violations == []
+    assert result["passes"], "axe ran no checks"
+
+
+def test_the_module_form_imports_in_chromium(site: Site, page: Page):
+    token = site.token("m-0")
+    url = site.page(f'<feedback-widget token="{token}"></feedback-widget><script type="module">'
+                    'import {FeedbackWidgetElement, feedbackBridge} from "/feedback/widget.mjs";'
+                    'FeedbackWidgetElement.define(); FeedbackWidgetElement.define();'
+                    'window.imported = [typeof feedbackBridge.flush, customElements.get("feedback-widget") === '
+                    'FeedbackWidgetElement, FeedbackWidgetElement.define("other-widget") !== undefined];</script>')
+    page.goto(url)
+    page.wait_for_function("window.imported")
+    assert page.evaluate("window.imported") == ["function", True, True]

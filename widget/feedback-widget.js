@@ -1,146 +1,497 @@
-/* feedback-bridge widget: <feedback-widget token="..."> adds thumbs up / down to one AI answer.
- * Load it with a classic <script src=".../feedback/widget.js">: events go to ".../feedback/events"
- * unless the element has an `endpoint` attribute. No dependencies. */
+/* feedback-bridge widget: <feedback-widget token="..."> collects feedback on one AI answer.
+ *
+ * One dependency-free file, no build step. Load it as a classic script (`<script src=".../feedback/widget.js"
+ * defer>`) or import the module form the bridge also serves (`import {FeedbackWidgetElement} from
+ * ".../feedback/widget.mjs"`: this code with exports). The bridge minifies it with rjsmin, which strips comments
+ * and spaces but renames nothing, and the served script must stay under 5,000 bytes gzip -9 (English included):
+ * hence short internal names, each explained where it is declared. Public names (the element, its attributes
+ * and properties, `feedbackBridge`, the events, CSS variables and parts) are spelled out. Two rjsmin rules: no
+ * template literal nested in another one (it eats spaces in the inner one), and none at all is simplest.
+ *
+ * Delivery: each event gets a client-made id and time and joins ONE ordered queue in localStorage (in memory when
+ * storage is unavailable) shared by the origin's tabs. The sender of a tab holds a Web Lock from reading the queue
+ * to removing what the server answered, so no two tabs send at once and none sends what another already had
+ * answered: neither a reload nor a second tab sends an event twice (the server's de-duplication by id is the
+ * last line, not the first). Retries back off with jitter and honour Retry-After; rejected events are dropped
+ * with a `feedback-widget:error` event; offline events wait for `online`; on `pagehide` what is left leaves with
+ * sendBeacon.
+ */
 (() => {
-  "use strict";
-  const script = document.currentScript;
-  const DEFAULT_ENDPOINT = script && script.src ? new URL("events", script.src).href : "/feedback/events";
-  // A plain thumb drawn for this widget (emoji fonts are missing on many Linux desktops).
-  const THUMB = `<svg viewBox="0 0 24 24" width="16" height="16" aria-hidden="true" fill="currentColor">
-<path d="M2 10h4v11H2zM8 10l4-8c1.5 0 3 1 3 3v4h5.5c1.4 0 2.4 1.3 2 2.6l-2.2 7.6A2 2 0 0 1 18.4 21H8z"/></svg>`;
-  const TEMPLATE = `<style>
-  :host { display: inline-flex; align-items: center; gap: .375rem; font: inherit; color: inherit; }
-  :host([hidden]) { display: none; }
-  button { font: inherit; line-height: 1; padding: .3rem .45rem; border-radius: .4rem; cursor: pointer;
-    border: 1px solid var(--feedback-widget-border, #c8ccd2); background: var(--feedback-widget-bg, transparent); }
-  button:hover { border-color: var(--feedback-widget-accent, #2f5fd0); }
-  button:focus-visible { outline: 2px solid var(--feedback-widget-accent, #2f5fd0); outline-offset: 2px; }
-  button[aria-pressed="true"] { border-color: var(--feedback-widget-accent, #2f5fd0);
-    background: var(--feedback-widget-pressed-bg, #e4ebfb); }
-  svg { display: block; }
-  [data-vote="down"] svg { transform: rotate(180deg); }
-  [role="status"] { font-size: .85em; opacity: .8; }
-</style><button type="button" part="button up" data-vote="up" aria-label="Thumbs up" aria-pressed="false"
-  title="Good answer">${THUMB}</button><button type="button"
-  part="button down" data-vote="down" aria-label="Thumbs down" aria-pressed="false"
-  title="Bad answer">${THUMB}</button><span role="status" aria-live="polite"
-  part="status"></span>`;
+  // The module form (widget.mjs) is served with `D.currentScript` below replaced by `{src: import.meta.url}`.
+  const W = window, D = document, N = navigator, S = D.currentScript, src = S?.src;
+  if (W.feedbackBridge) return; // loaded twice (say, classic and module): the first copy does the work
+  const TAG = "feedback-widget", KEY = "feedback-bridge:queue:v1";
+  // Settings: defaults, then the script tag's data-* attributes (data-attach, data-token-attribute, data-prompt,
+  // data-input, data-variant, data-endpoint), then feedbackBridge.configure({...}).
+  const cfg = {
+    endpoint: src ? new URL("events", src).href : "/feedback/events", tokenAttribute: "data-feedback-token",
+    labels: {}, retry: 1e3, retryMax: 3e5, ...S?.dataset,
+  };
 
-  /** A UUID; crypto.randomUUID only exists in secure contexts, getRandomValues everywhere. */
-  const uuid = () => crypto.randomUUID?.() ?? "10000000-1000-4000-8000-100000000000".replace(/[018]/g,
-    (c) => (c ^ (crypto.getRandomValues(new Uint8Array(1))[0] & (15 >> (c / 4)))).toString(16));
+  // -- labels, gettext style: the key is the English text (a reason's is its code, shown in words: "NOT_COMPLETE"
+  // -> "Not complete"). de, fr, es and ja are fetched on demand from {prefix}/widget/i18n/{lang}.json; any label
+  // can be overridden: feedbackBridge.configure({labels: {"Thumbs up": "Like", NOT_COMPLETE: "Missing steps"}}).
+  const BAD = "NOT_FACTUALLY_CORRECT HARMFUL_OR_UNSAFE INCORRECT_OR_MISSING_SOURCES NOT_HELPFUL NOT_BASED_ON_DOCUMENTS \
+NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
+  const GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
+  const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels; 0 before they are asked for
+  const label = (lang, key) => cfg.labels[key] ?? LANGS[lang]?.[key] ??
+    (/^[A-Z_]+$/.test(key) ? key[0] + key.slice(1).toLowerCase().replace(/_/g, " ") : key);
+  // Labels the [data-k] elements under `root` (text and tooltip; a star's {n} is its number) and the [data-a]
+  // ones (accessible name, and the comment box's placeholder).
+  const dress = (root, lang) => {
+    for (const n of root.querySelectorAll("[data-k]")) n.title = n.textContent = label(lang, n.dataset.k).replace("{n}", n.dataset.n);
+    for (const n of root.querySelectorAll("[data-a]")) n.ariaLabel = n.placeholder = label(lang, n.dataset.a);
+  };
+  // Text events carry 1-10,000 characters; never cut a surrogate pair in half (the server refuses lone halves).
+  const clip = (text) => text.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
+  const emit = (el, name, detail) => (el?.isConnected ? el : D).dispatchEvent(
+    new CustomEvent(TAG + ":" + name, { bubbles: true, composed: true, detail }));
+
+  // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames)
+  let store, mem = {};
+  try { store = localStorage; } catch {}
+  const get = (key) => {
+    if (store) try { return JSON.parse(store.getItem(key)); } catch { store = 0; }
+    return mem[key];
+  };
+  // Writes only what changed: each write wakes the other tabs (a `storage` event).
+  const put = (key, value) => {
+    mem[key] = value;
+    value = value ? JSON.stringify(value) : null;
+    if (store) try { value == store.getItem(key) || (value ? store.setItem(key, value) : store.removeItem(key)); } catch {
+      store = 0;
+    }
+  };
+  const stateKey = (token) => "feedback-bridge:state:v1:" + token;
+
+  // -- the queue: [{e: event, o: the page that made it, f: 1 while a request carries it}], oldest first.
+  // A page sends its own events, and those of pages that are gone (reloaded, closed): each page holds a Web Lock
+  // named after it while it lives. A page never sends another live page's events, so a stale copy of the queue
+  // (localStorage reaches other processes with a delay, which a lock does not wait for) cannot make it send one
+  // twice; for the same reason a gone page's events are only taken once they are 2 s old.
+  const owners = new Map(); // event id -> the element that made it (it gets the delivered or error event)
+  const unsaved = []; // made here, not yet in the stored queue: the sender moves them, under the lock
+  const TAB = crypto.randomUUID?.() ?? Math.random();
+  // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
+  const locked = async (fn) => { try { return await N.locks.request(KEY, fn); } catch { return fn(); } };
+  N.locks?.request(KEY + TAB, () => new Promise(() => {}));
+  const queue = () => get(KEY) || [];
+  // Events this page may send that fit one request (100 events, the 64 KiB budget of keepalive and beacons),
+  // oldest first, stopping at one that a request may be carrying right now; `live`: the pages alive (none: only
+  // this page's). Another page's events wait: a look again in 2 s sends them if that page is gone by then.
+  let later;
+  const take = (q, live) => {
+    const b = [];
+    let size = 12;
+    for (const i of q) {
+      if (i.o != TAB && (!live || live.has(KEY + i.o) || Date.now() - Date.parse(i.e.occurred_at) < 2e3)) {
+        clearTimeout(later);
+        later = setTimeout(pump, 2e3);
+        continue;
+      }
+      if (i.f || b[99] || ((size += new Blob([JSON.stringify(i.e)]).size + 1) > 6e4 && b[0])) break;
+      b.push(i);
+    }
+    return b;
+  };
+  const enqueue = (e, el) => {
+    e.id = crypto.randomUUID?.() ?? crypto.getRandomValues(new Uint32Array(4)).join("-");
+    e.occurred_at = new Date().toISOString();
+    owners.set(e.id, el);
+    unsaved.push({ e, o: TAB });
+    emit(el, "submit", { event: e });
+    pump();
+    return e;
+  };
+
+  // The tab's one sender (`running`); `again` asks it for another round; after a failure, nothing is sent before
+  // `retryAt` (`tries` failures in a row).
+  let running, again, retryAt = 0, tries = 0, timer;
+  const pump = () => {
+    again = 1;
+    return running ||= locked(send).catch(() => {}).finally(() => { running = 0; again && pump(); });
+  };
+  const send = async () => {
+    while (again) {
+      again = 0;
+      // Under the lock no request is out, so marks left by a tab that died mid-request are stale.
+      const live = new Set((await N.locks?.query())?.held.map((l) => l.name)), q = [...queue().map((i) => ({ e: i.e,
+        o: i.o })), ...unsaved.splice(0)], b = take(q, live), events = b.map((i) => i.e);
+      put(KEY, q[0] && q);
+      if (!b[0] || !N.onLine || Date.now() < retryAt) return; // `online` or the retry timer pumps again
+      for (const i of b) i.f = 1;
+      put(KEY, q);
+      let res, body;
+      try {
+        res = await fetch(cfg.endpoint, {
+          // A string body goes as text/plain: no CORS preflight, and the bridge accepts it.
+          method: "POST", keepalive: true, body: JSON.stringify({ events }),
+        });
+        body = await res.json();
+      } catch {}
+      const status = res?.status | 0, results = body?.results;
+      // Network errors, timeouts, throttling and server errors are retried; any other answer is final.
+      const retry = !results && (status < 400 || status > 499 || status == 408 || status == 429);
+      if (retry) {
+        // Retry-After in seconds, else a jittered exponential delay.
+        const delay = res?.headers.get("Retry-After") * 1e3 ||
+          Math.min(cfg.retryMax, cfg.retry * 2 ** tries) * (0.5 + Math.random() / 2);
+        tries++;
+        retryAt = Date.now() + delay;
+        clearTimeout(timer);
+        timer = setTimeout(pump, delay);
+      } else tries = 0, again = 1;
+      // Answered events leave the queue (read again: a closing tab may have added to it meanwhile).
+      const left = queue().filter((i) => retry || !events.some((e) => e.id == i.e.id)).map((i) => ({ e: i.e, o: i.o }));
+      put(KEY, left[0] && left);
+      if (!retry) {
+        const outcomes = events.map((e, i) => [e, results?.[i] ||
+          { id: e.id, status: "rejected", code: body?.code || "http_" + status, errors: body?.errors }]);
+        outcomes.forEach(settle);
+        channel?.postMessage(outcomes); // the tab that made an event tells its own elements
+      }
+    }
+  };
+  const channel = W.BroadcastChannel && new BroadcastChannel(KEY);
+  if (channel) channel.onmessage = (m) => m.data.forEach(settle);
+  // Leaving (or hidden, which may be the last chance on mobile): what is left goes out with sendBeacon, unless a request is carrying the first events (those behind
+  // must not overtake them: they stay queued for the next page or another tab).
+  const leave = () => {
+    const q = [...queue(), ...unsaved.splice(0)];
+    for (let b; N.onLine && (b = take(q))[0] && N.sendBeacon(cfg.endpoint, JSON.stringify({ events: b.map((i) => i.e) }));) {
+      q.splice(0, b.length);
+    }
+    put(KEY, q[0] && q);
+  };
+  addEventListener("pagehide", leave);
+  addEventListener("visibilitychange", () => D.hidden && leave());
+  addEventListener("online", () => { retryAt = 0; pump(); });
+  addEventListener("storage", (e) => e.key == KEY && pump()); // another tab queued or released events
+
+  // -- copies of answers and prompts, pastes into the chat input: one listener each for the whole document
+  const answers = new WeakMap(); // answer element -> its widget
+  let copying; // set while the copy button's execCommand fallback copies: that is no user copy
+  const record = (w, type, text) => w?.token && enqueue({ type, token: w.token, text }, w);
+  D.addEventListener("copy", (e) => {
+    const s = getSelection(), text = clip("" + s);
+    // Not a copy inside a widget (its comment box) or a text field.
+    if (copying || !text.trim() || e.target.closest(TAG + ",input,textarea")) return;
+    for (let n = s.getRangeAt(0).commonAncestorContainer; n; n = n.parentNode) {
+      if (answers.has(n)) return record(answers.get(n), "copy_output", text);
+      if (n.matches?.(cfg.prompt)) {
+        // A prompt's copy counts for its answer: the first assistant message after it, once it has its widget.
+        const m = [...D.querySelectorAll(cfg.attach || TAG)].find((m) => n.compareDocumentPosition(m) & 4);
+        return record(answers.get(m) || m, "copy_input", text);
+      }
+    }
+  }, true);
+  D.addEventListener("paste", (e) => {
+    const text = clip(e.clipboardData.getData("text/plain")), all = D.querySelectorAll(TAG + "[token]");
+    // A paste into the chat input counts for the latest answer.
+    if (text && e.target.closest?.(cfg.input)) record(all[all.length - 1], "paste", text);
+  }, true);
+
+  // -- auto-attach: one MutationObserver for the document. A widget goes after each message's content once the
+  // message has its token. It is inserted in the observer's callback (a microtask), so a streamed message has it
+  // in the frame it first appears in.
+  let observer;
+  const attach = () => {
+    const sel = cfg.attach, name = cfg.tokenAttribute;
+    const give = (m) => {
+      const token = m.getAttribute(name);
+      let w = answers.get(m);
+      if (w?.answer == m) token && (w.token = token);
+      else if (token) {
+        w = D.createElement(TAG);
+        w.token = token;
+        if (cfg.variant) w.variant = cfg.variant;
+        w.answer = m;
+        m.append(w);
+      }
+    };
+    const scan = (n) => {
+      if (n.matches?.(sel)) give(n);
+      for (const m of n.querySelectorAll?.(sel) || []) give(m);
+    };
+    observer?.disconnect();
+    if (!sel) return;
+    observer = new MutationObserver((records) => {
+      for (const r of records) {
+        if (r.type[0] == "a") r.target.matches(sel) && give(r.target); // the token attribute changed
+        else r.addedNodes.forEach(scan);
+      }
+    });
+    observer.observe(D, { childList: true, subtree: true, attributes: true, attributeFilter: [name] });
+    scan(D);
+  };
+
+  // -- looks: one constructable stylesheet for every widget. The public --feedback-* variables are only read,
+  // never set here, so set on the element or any ancestor they apply; the private --f, --b, --a (text, background,
+  // accent: pressed buttons, chosen stars, focus ring) take their values, with light and dark defaults (AA contrast
+  // with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless the theme attribute
+  // fixes one. Borders are the text colour.
+  const sheet = new CSSStyleSheet(), svg = "-webkit-mask:url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" \
+viewBox=\"0 0 24 24\"><path d=\"";
+  sheet.replaceSync(":host{color-scheme:light dark;--f:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));\
+--b:var(--feedback-bg,light-dark(#fff,#1f1f1f));--a:var(--feedback-accent,light-dark(#0b57d0,#a8c7fa));\
+display:block;min-height:2.3rem;contain:layout style}:host([hidden]){display:none}\
+:host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
+*{font:inherit;color:inherit;background:var(--b);border:1px solid;border-radius:var(--feedback-radius,1rem);\
+padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;gap:.3rem}div{padding:0;border:0;background:0}\
+[part=bar]{color:var(--f);font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
+button{display:inline-flex;align-items:center;height:2rem;cursor:pointer}span{border:0}\
+:focus-visible{outline:2px solid var(--a);outline-offset:2px}[aria-pressed=true],[data-f]{color:var(--a)}\
+[data-v],[data-c],[role=radio]{font-size:0}[data-v]:before,[data-c]:before{content:'';padding:.5rem;\
+background:currentColor;" + svg + "M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z\"/></svg>') 0/contain}\
+[data-v=down]:before{rotate:180deg}[data-c]:before{" + svg + "M8 8h12v12H8zM4 4h12v2H6v10H4z\"/></svg>')}\
+[role=radio]{border:0;padding:0 .2rem}[role=radio]:before{content:'★';font-size:1.3rem}\
+:host(:not([variant=rating],[variant=both])) [role=radiogroup],:host([variant=rating]) [data-v]{display:none}\
+fieldset{flex-basis:100%;margin:0;padding:.5rem}textarea{flex-basis:100%;height:4rem;padding:.4rem}");
+
+  // The idle widget: one bar of 11 elements and 8 text nodes (thumbs, a 1-5 rating, copy, a polite live region);
+  // the panel with reasons and a comment is built only when it opens. Cloned per widget, English already in.
+  const BAR = D.createElement("template");
+  BAR.innerHTML = "<div part=bar><button part='button up' data-v=up data-k='Thumbs up' aria-pressed=false></button>\
+<button part='button down' data-v=down data-k='Thumbs down' aria-pressed=false></button><div role=radiogroup \
+part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio part=star data-k='{n} out of 5' data-n=" +
+    n + " aria-checked=false tabindex=" + -(n > 1) + "></button>").join("") + // one tab stop: the chosen star, or the first
+    "</div><button part='button copy' data-c=1 data-k='Copy answer'></button><span role=status part=status></span></div>";
+  dress(BAR.content);
+
+  const live = new Set(); // connected widgets
+  // A widget asks for its stored state once it is (nearly) visible: a long transcript makes no burst of requests.
+  const visible = new IntersectionObserver((entries) => {
+    for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), refresh(e.target));
+  }, { rootMargin: "200px" });
+  let refresh, settle, relabel; // element internals for the code above, set in the class's static block
 
   class FeedbackWidgetElement extends HTMLElement {
-    static get observedAttributes() { return ["token"]; }
+    static observedAttributes = ["token"];
 
-    /** Register the element under `tag`; calling it again is harmless. */
-    static define(tag = "feedback-widget") {
-      const registry = window.customElements;
+    /** Register the element as `tag` in `registry`; calling it again is harmless. */
+    static define(tag = TAG, registry = customElements) {
       if (!registry.get(tag)) {
         try { registry.define(tag, this); } catch { registry.define(tag, class extends this {}); }
       }
       return registry.get(tag);
     }
 
-    /** @type {"up" | "down" | null} */ #vote = null;
-    #stateToken = null; // token whose stored state was requested
-    #touched = false; // the user voted: a late state answer must not overwrite that
-    #status;
+    #v = null; // the vote shown: "up" | "down" | null
+    #r = null; // the rating shown: 1-5 | null
+    #e; // the latest vote or rating event: what a reason or comment amends
+    #x; // the reason chosen in the open panel
+    #p; // the open panel
+    #l; // the language of the labels
+    #f; // the token whose stored state was asked for
+    #t; // the user chose here: a stored state answering late must not overwrite that
+    #s; // the shadow root
+    /** @type {Element | null} the answer: set by auto-attach, else the element just before the widget */
+    answer = null;
 
     constructor() {
       super();
-      const root = this.attachShadow({ mode: "open" });
-      root.innerHTML = TEMPLATE;
-      this.#status = root.querySelector('[role="status"]');
-      root.addEventListener("click", (event) => {
-        const button = event.target.closest("button[data-vote]");
-        if (button) this.#toggle(button.dataset.vote);
-      });
+      const s = this.#s = this.attachShadow({ mode: "open" });
+      s.adoptedStyleSheets = [sheet];
+      s.addEventListener("click", this);
+      s.addEventListener("keydown", this);
     }
 
-    /** @returns {string} the message token issued by the server */
-    get token() { return this.getAttribute("token") ?? ""; }
-    /** @param {string | null} value */
-    set token(value) {
-      if (value == null) this.removeAttribute("token");
-      else this.setAttribute("token", String(value));
-    }
+    // token, variant and theme: attribute-backed properties, defined after the class.
+    /** @returns {string} the language: the element's own `lang`, else its closest ancestor's */
+    get lang() { return this.closest("[lang]")?.getAttribute("lang") || ""; }
+    set lang(value) { this.setAttribute("lang", value); }
 
-    /** @returns {string} absolute URL of the events endpoint */
-    get endpoint() { return new URL(this.getAttribute("endpoint") || DEFAULT_ENDPOINT, document.baseURI).href; }
-
-    /** @returns {"up" | "down" | null} the vote shown */
-    get vote() { return this.#vote; }
-
-    connectedCallback() { this.#loadState(); }
-
-    attributeChangedCallback(name, oldValue, newValue) {
-      if (name !== "token" || oldValue === newValue) return;
-      this.#touched = false;
-      this.#render(null);
-      if (this.isConnected) this.#loadState();
-    }
-
-    #render(vote) {
-      this.#vote = vote;
-      for (const button of this.shadowRoot.querySelectorAll("button[data-vote]")) {
-        button.setAttribute("aria-pressed", String(button.dataset.vote === vote));
-      }
-    }
-
-    #toggle(vote) {
-      const previous = this.#vote;
-      const type = previous === vote ? "retract" : `thumbs_${vote}`;
-      this.#touched = true;
-      this.#render(type === "retract" ? null : vote);
-      this.#send(type, previous);
-    }
-
-    async #loadState() {
-      const token = this.token;
-      if (!token || token === this.#stateToken) return;
-      this.#stateToken = token;
-      try {
-        const url = new URL("state", this.endpoint);
-        url.searchParams.set("token", token);
-        const response = await fetch(url, { headers: { Accept: "application/json" } });
-        if (!response.ok) throw new Error(`state request failed with HTTP ${response.status}`);
-        const state = await response.json();
-        if (token === this.token && !this.#touched) this.#render(state.vote ?? null);
-      } catch (error) {
-        this.#stateToken = null; // try again on the next connect
-        this.#emit("error", { stage: "state", error });
-      }
-    }
-
-    async #send(type, previous) {
-      const event = { id: uuid(), type, token: this.token, occurred_at: new Date().toISOString() };
-      const shown = this.#vote;
-      this.#emit("submit", { event });
-      try {
-        const response = await fetch(this.endpoint, {
-          method: "POST", keepalive: true, headers: { "Content-Type": "text/plain" },
-          body: JSON.stringify({ events: [event] }),
-        });
-        const body = await response.json().catch(() => ({}));
-        const result = body.results?.[0];
-        if (!result || result.status === "rejected") {
-          throw new Error(result?.code || `event request failed with HTTP ${response.status}`);
+    connectedCallback() {
+      const lang = this.lang.slice(0, 2).toLowerCase();
+      live.add(this);
+      if (this.#l == null) {
+        this.#l = lang;
+        this.#s.append(BAR.content.cloneNode(1));
+        if (LANGS[lang]) dress(this.#s, lang);
+        else if (LANGS[lang] === 0) {
+          LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json()).then(
+            (labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; });
         }
-        this.#status.textContent = type === "retract" ? "Feedback removed" : "Thanks for your feedback";
-        this.#emit("delivered", { event, result });
-      } catch (error) {
-        if (this.#vote === shown) this.#render(previous); // undo, unless the user has voted again since
-        this.#status.textContent = "Sorry, your feedback could not be sent";
-        this.#emit("error", { stage: "submit", event, error });
       }
+      this.answer ||= this.previousElementSibling;
+      this.answer && answers.set(this.answer, this);
+      this.#restore();
     }
 
-    #emit(name, detail) {
-      this.dispatchEvent(new CustomEvent(`feedback-widget:${name}`, { bubbles: true, composed: true, detail }));
+    disconnectedCallback() {
+      live.delete(this);
+      visible.unobserve(this);
+    }
+
+    attributeChangedCallback(name, old, value) {
+      // A new token: another message. (Before the first connection, connectedCallback does it all.)
+      if (old != value && this.#l != null) this.#t = this.#f = 0, this.#close(), this.#restore();
+    }
+
+    /** The shadow root's one click and one keydown listener (and input, while the panel is open). */
+    handleEvent(e) {
+      const t = e.target, b = t.closest("button")?.dataset || {}, step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[e.key];
+      let n = +b.n;
+      if (e.type == "input") t.nextSibling.textContent = t.value.length + "/1000";
+      else if (e.type == "keydown") {
+        e.key == "Escape" && this.#close(1);
+        if (step && n) { // a radio group: arrow keys move the rating, wrapping around
+          e.preventDefault();
+          this.#choose("rating", n = ((n + step + 4) % 5) + 1);
+          this.#s.querySelector("[data-n='" + n + "']").focus();
+        }
+      } else if (b.v) this.#choose("thumbs_" + b.v, b.v);
+      // Clicking the chosen star again retracts, as the thumbs do; Space and Enter there do not (radio keys).
+      else if (n) (e.detail || n != this.#r) && this.#choose("rating", n);
+      else if (b.r) {
+        this.#x = this.#x == b.r ? 0 : b.r; // one reason at most: the API takes one
+        for (const c of this.#p.querySelectorAll("[data-r]")) c.ariaPressed = c.dataset.r == this.#x;
+      } else if (b.s) this.#amend();
+      else if (b.d) this.#close(1);
+      else if (b.c) this.#copy(t);
+    }
+
+    #say(text) {
+      this.#s.querySelector("span").textContent = label(this.#l, text);
+    }
+
+    /** Show a vote and rating (aria-pressed, aria-checked and the roving tabindex); `keep`: remember it here. */
+    #show(vote, rating, keep) {
+      this.#v = vote;
+      this.#r = rating;
+      for (const b of this.#s.querySelectorAll("[data-v]")) b.ariaPressed = b.dataset.v == vote;
+      for (const b of this.#s.querySelectorAll("[data-n]")) {
+        const n = b.dataset.n;
+        b.ariaChecked = n == rating;
+        b.tabIndex = n == (rating || 1) ? 0 : -1;
+        b.toggleAttribute("data-f", n <= rating);
+      }
+      keep && put(stateKey(this.token), (vote || rating) && { v: vote, r: rating });
+    }
+
+    #restore() {
+      const token = this.token, state = token && get(stateKey(token));
+      if (!this.#t && (state || this.#v || this.#r)) this.#show(state?.v || null, state?.r || null);
+      if (token && this.#f != token) visible.observe(this);
+    }
+
+    async #refresh() {
+      const token = this.token, url = new URL("state", cfg.endpoint);
+      if (!token || this.#f == token || !N.onLine) return;
+      this.#f = token;
+      url.searchParams.set("token", token);
+      try {
+        const state = await (await fetch(url)).json();
+        // Events still queued for this message are newer than what the server has.
+        if (token == this.token && !this.#t && "vote" in state &&
+          ![...unsaved, ...queue()].some((i) => i.e.token == token)) this.#show(state.vote, state.rating, 1);
+      } catch { this.#f = 0; }
+    }
+
+    /** A thumb or a star; the chosen one again retracts the feedback (vote and rating, as on the server). */
+    #choose(type, value) {
+      const token = this.token, rating = type == "rating", undo = value == (rating ? this.#r : this.#v);
+      const bad = value == "down" || value < 3, good = value == "up" || value > 3;
+      if (!token) return;
+      this.#t = 1;
+      this.#e = enqueue(undo ? { type: "retract", token } : { type, value: rating ? value : undefined, token }, this);
+      this.#show(undo ? null : rating ? this.#v : value, undo ? null : rating ? value : this.#r, 1);
+      this.#close();
+      this.#say(undo ? "Feedback removed" : "Thanks for your feedback");
+      undo || this.#open(bad ? BAD : good ? GOOD : []);
+    }
+
+    #open(reasons) {
+      const p = this.#p = D.createElement("fieldset");
+      this.#x = 0;
+      p.part = "panel";
+      p.innerHTML = "<legend data-k='Tell us more'></legend>" + reasons.map((r) => "<button part=reason data-r=" + r +
+        " data-k=" + r + " aria-pressed=false></button>").join("") + "<textarea part=comment maxlength=1000 \
+data-a='Comment (optional)'></textarea><span part=counter>0/1000</span><button part='button send' data-s=1 \
+data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></button>";
+      dress(p, this.#l);
+      p.addEventListener("input", this);
+      this.#s.firstChild.append(p);
+    }
+
+    /** Close the panel; with `refocus`, focus moves from inside it back to the choice. */
+    #close(refocus) {
+      const p = this.#p, inside = p?.contains(this.#s.activeElement);
+      this.#p = 0;
+      p?.remove();
+      refocus && inside && this.#s.querySelector("[aria-pressed=true],[aria-checked=true]")?.focus();
+    }
+
+    /** The reason and comment amend the vote (a rating's amendment repeats its value, as the API requires). */
+    #amend() {
+      const e = this.#e, comment = this.#p.querySelector("textarea").value.replace(/[\0-\b\v-\x1f\x7f-\x9f]/g, "").trim();
+      (this.#x || comment) && enqueue({ type: e.type, value: e.value, token: e.token, amends: e.id,
+        reason: this.#x || undefined, comment: comment || undefined }, this);
+      this.#close(1);
+      this.#say("Thanks for your feedback");
+    }
+
+    /** Copy the answer's text (without this widget, when it sits inside the answer). */
+    #copy(button) {
+      const a = this.answer, range = D.createRange(), fallback = () => {
+        const area = this.#s.appendChild(D.createElement("textarea"));
+        area.value = text;
+        area.select();
+        copying = 1;
+        D.execCommand("copy");
+        copying = 0;
+        area.remove();
+        button.focus();
+      };
+      if (!a) return;
+      range.selectNodeContents(a);
+      a.contains(this) && range.setEndBefore(this);
+      const text = clip(("" + range).trim());
+      N.clipboard ? N.clipboard.writeText(text).catch(fallback) : fallback();
+      record(this, "copy_output", text);
+      this.#say("Copied");
+    }
+
+    static {
+      refresh = (w) => w.#refresh();
+      relabel = (lang) => {
+        lang || dress(BAR.content);
+        for (const w of live) (!lang || w.#l == lang) && dress(w.#s, w.#l);
+      };
+      settle = ([event, result]) => {
+        const w = owners.get(event.id), ok = result.status != "rejected";
+        if (!owners.delete(event.id)) return; // made in another tab, or on an earlier page
+        !ok && w.#e?.id == event.id && (w.#show(null, null, 1), w.#say("Feedback not sent"));
+        emit(w, ok ? "delivered" : "error", { event, result });
+      };
     }
   }
+  // token: the message's token from the server; variant: "thumbs" (default), "rating" or "both"; theme: "light",
+  // "dark", or "" to follow prefers-color-scheme.
+  for (const [name, value] of [["token", ""], ["variant", "thumbs"], ["theme", ""]]) {
+    Object.defineProperty(FeedbackWidgetElement.prototype, name, {
+      get() { return this.getAttribute(name) || value; }, set(v) { this.setAttribute(name, v); },
+    });
+  }
 
-  window.FeedbackWidgetElement ??= FeedbackWidgetElement;
+  W.FeedbackWidgetElement = FeedbackWidgetElement;
+  W.feedbackBridge = {
+    /** Change settings: endpoint, labels ({English text or reason code: label}), attach, tokenAttribute, prompt,
+     * input, variant (of auto-attached widgets), retry and retryMax (the backoff's first and longest delay, ms). */
+    configure(settings) {
+      Object.assign(cfg, settings);
+      settings.labels && relabel();
+      (settings.attach || settings.tokenAttribute) && attach();
+      return cfg;
+    },
+    /** Send what is queued now, without waiting out a retry delay; resolves when the sender is idle. */
+    flush() {
+      retryAt = 0;
+      return pump();
+    },
+  };
   FeedbackWidgetElement.define();
+  attach();
+  pump();
 })();

@@ -7,13 +7,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Response, jsonify, request
 from flask_cors import CORS
 from marshmallow import ValidationError
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from . import db
+from . import db, widget_asset
 from .exceptions import TokenError, TokenMismatch, TokenMissing, UnknownMessageError
 from .models import Event, EventType, Message
 from .resources import resource_dir
@@ -98,11 +98,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             return error(404, {"token": [str(exc)]}, "message_unknown")
         return jsonify(runtime.store.get_state(message.pk, user_id).as_public_dict())
 
-    @bp.get("/widget.js")
-    def widget() -> Response:
-        response = send_from_directory(resource_dir("widget"), "feedback-widget.js", max_age=3600)
-        response.mimetype = "text/javascript"
-        return response
+    widget_asset.add_routes(bp)  # /widget.js, /widget.mjs, /widget/i18n/<lang>.json: minified, cached
 
     @bp.get("/openapi.json")
     def openapi() -> Response:

@@ -1,0 +1,152 @@
+# ruff: noqa: F811 -- pytest fixtures imported from widget_support are redefined as test parameters
+"""The widget's delivery in Chromium against the real blueprint: offline then online, a reload with events queued,
+two tabs, throttling and server errors then recovery, rejected events, and the beacon on leaving. What reached the
+event API is recorded server-side (tests/widget_support.py), so "never twice" is checked where it matters."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from playwright.sync_api import BrowserContext, Page, expect
+
+from widget_support import Site, browser, context, page, queued, seen, site  # noqa: F401
+
+FAST = ("<script>addEventListener('DOMContentLoaded', () => "
+        "feedbackBridge.configure({retry: 50, retryMax: 200}))</script>")
+
+
+def widgets(site: Site, count: int) -> tuple[str, list[str]]:
+    tokens = [site.token(f"m-{n}") for n in range(count)]
+    return "".join(f"<p>Answer {n}</p><feedback-widget token='{t}'></feedback-widget>"
+                   for n, t in enumerate(tokens)), tokens
+
+
+def no_id_twice(site: Site) -> None:
+    twice = [i for i, n in Counter(site.ids()).items() if n > 1]
+    assert twice == [], f"event ids that reached the server more than once: {twice}"
+
+
+def test_offline_events_wait_in_the_queue_and_leave_when_back_online(site: Site, context: BrowserContext, page: Page):
+    body, tokens = widgets(site, 2)
+    page.goto(site.page(body))
+    page.wait_for_function("window.feedbackBridge")
+    context.set_offline(True)
+    page.get_by_role("button", name="Thumbs up").first.click()
+    page.get_by_role("button", name="Thumbs down").nth(1).click()
+    page.wait_for_function("JSON.parse(localStorage['feedback-bridge:queue:v1'] || '[]').length == 2")
+    assert [e["type"] for e in queued(page)] == ["thumbs_up", "thumbs_down"] and site.received == []
+    expect(page.get_by_role("status").first).to_have_text("Thanks for your feedback")  # no error shown offline
+    context.set_offline(False)
+    seen(page, "delivered", 2)
+    assert site.state(tokens[0])["vote"] == "up" and site.state(tokens[1])["vote"] == "down"
+    assert len(site.received) == 1, "both events went in one batch"
+    assert queued(page) == []
+    no_id_twice(site)
+
+
+def test_a_reload_sends_what_the_last_page_left_queued(site: Site, page: Page):
+    body, tokens = widgets(site, 1)
+    url = site.page(body, head=FAST)
+    page.add_init_script("navigator.sendBeacon = () => false")  # leaving sends nothing: the next page must
+    site.fail_always = (503, {})
+    page.goto(url)
+    page.get_by_role("button", name="Thumbs up").click()
+    page.wait_for_function("window.seen.length == 1")
+    page.evaluate("feedbackBridge.configure({retry: 60000, retryMax: 60000})")
+    page.wait_for_function("(q => q.length == 1 && !q[0].f)(JSON.parse(localStorage['feedback-bridge:queue:v1'] "
+                           "|| '[]'))")  # the first attempt failed, the event waits in the queue
+    queued_id = queued(page)[0]["id"]
+    assert site.attempts and site.received == []
+    site.fail_always = None
+    page.reload()
+    page.wait_for_function("JSON.parse(localStorage['feedback-bridge:queue:v1'] || '[]').length == 0")
+    assert site.ids() == [queued_id]
+    assert site.state(tokens[0])["vote"] == "up"
+    expect(page.get_by_role("button", name="Thumbs up")).to_have_attribute("aria-pressed", "true")
+
+
+def test_leaving_sends_the_rest_with_a_beacon_once(site: Site, page: Page):
+    body, tokens = widgets(site, 1)
+    site.fail_always = (503, {})
+    page.goto(site.page(body))
+    page.get_by_role("button", name="Thumbs down").click()
+    page.wait_for_function("JSON.parse(localStorage['feedback-bridge:queue:v1'] || '[]').length == 1 && "
+                           "!JSON.parse(localStorage['feedback-bridge:queue:v1'])[0].f")  # the attempt failed
+    site.fail_always = None
+    page.goto(site.page("<p>elsewhere</p>"))  # pagehide: the beacon
+    page.wait_for_function("window.feedbackBridge")
+    assert queued(page) == []
+    deadline = page.evaluate("Date.now()") + 5000
+    while not site.received and page.evaluate("Date.now()") < deadline:
+        page.wait_for_timeout(50)
+    assert site.state(tokens[0])["vote"] == "down"
+    no_id_twice(site)
+
+
+def test_two_tabs_never_send_an_event_twice(site: Site, context: BrowserContext):
+    body, tokens = widgets(site, 4)
+    url = site.page(body)
+    tabs = [context.new_page(), context.new_page()]
+    for tab in tabs:
+        tab.goto(url)
+        tab.wait_for_function("window.feedbackBridge")
+    context.set_offline(True)  # both tabs queue into the one shared queue...
+    for n, tab in enumerate(tabs):
+        tab.get_by_role("button", name="Thumbs up").nth(n).click()
+        tab.get_by_role("button", name="Thumbs down").nth(n + 2).click()
+    tabs[0].wait_for_function("JSON.parse(localStorage['feedback-bridge:queue:v1'] || '[]').length == 4")
+    context.set_offline(False)  # ...and both wake up at once
+    for tab in tabs:
+        seen(tab, "delivered", 2)  # each tab hears about its own events, whichever tab sent them
+    assert len(site.ids()) == 4
+    no_id_twice(site)
+    assert [site.state(t)["vote"] for t in tokens] == ["up", "up", "down", "down"]
+    for tab in tabs:  # and more, online, from both at once
+        tab.get_by_role("button", name="Copy answer").first.click()
+    for tab in tabs:
+        seen(tab, "delivered", 3)
+    no_id_twice(site)
+    assert [(e["type"], e.get("text")) for e in site.events()][4:] == [("copy_output", "Answer 0")] * 2
+
+
+def test_throttling_and_server_errors_are_retried_honouring_retry_after(site: Site, page: Page):
+    body, tokens = widgets(site, 1)
+    site.failures = [(429, {"Retry-After": "1"}), (500, {}), (502, {})]
+    page.goto(site.page(body, head=FAST))
+    page.get_by_role("button", name="Thumbs up").click()
+    seen(page, "delivered")
+    assert len(site.attempts) == 4
+    first, second, third, fourth = site.attempts
+    assert second - first >= 0.95, "Retry-After: 1 was not honoured"
+    assert third - second < 0.9 and fourth - third < 0.9  # then the (test-shortened) backoff
+    assert site.state(tokens[0])["vote"] == "up"
+    assert [s[0] for s in page.evaluate("window.seen")] == ["submit", "delivered"]  # no error for retries
+    no_id_twice(site)
+
+
+def test_rejected_events_are_dropped_with_an_error_event(site: Site, page: Page):
+    body, tokens = widgets(site, 2)
+    page.goto(site.page(body))
+    page.wait_for_function("!!customElements.get('feedback-widget')")
+    page.evaluate("document.querySelector('feedback-widget').token = 'forged.token.value'")
+    up = page.get_by_role("button", name="Thumbs up").first
+    up.click()
+    page.get_by_role("button", name="Thumbs up").nth(1).click()  # a good one in the same batch survives
+    page.wait_for_function("window.seen.some(([n]) => n == 'error')")
+    seen(page, "delivered")
+    errors = [s for s in page.evaluate("window.seen") if s[0] == "error"]
+    assert errors == [["error", "thumbs_up", "token_invalid"]]
+    expect(up).to_have_attribute("aria-pressed", "false")  # a refused vote is shown as not given
+    expect(page.get_by_role("status").first).to_have_text("Feedback not sent")
+    assert queued(page) == []  # dropped, not retried
+    assert site.state(tokens[1])["vote"] == "up"
+
+
+def test_a_batch_refused_whole_is_dropped_too(site: Site, page: Page):
+    body, _ = widgets(site, 1)
+    site.failures = [(413, {})]
+    page.goto(site.page(body))
+    page.get_by_role("button", name="Thumbs up").click()
+    page.wait_for_function("window.seen.some(([n]) => n == 'error')")
+    assert [s for s in page.evaluate("window.seen") if s[0] == "error"] == [["error", "thumbs_up", "http_413"]]
+    assert queued(page) == [] and len(site.attempts) == 1
