@@ -16,7 +16,8 @@ from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.models import Event, EventType, FeedbackState, Message
 from feedback_bridge.providers import DeliveryContext, Skip
-from feedback_bridge.providers.moveworks import ClientCredentials, MoveworksAdapter
+from feedback_bridge.providers.moveworks import MoveworksAdapter
+from feedback_bridge.providers.moveworks_tokens import ClientCredentials
 from feedback_bridge.schema import outbox
 from feedback_bridge.testing import MoveworksEmulator, MoveworksMessage
 from support import event
