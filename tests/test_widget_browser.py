@@ -335,3 +335,52 @@ def test_the_module_form_imports_in_chromium(site: Site, page: Page):
     page.goto(url)
     page.wait_for_function("window.imported")
     assert page.evaluate("window.imported") == ["function", True, True]
+
+
+def many(site: Site, count: int, between: str = "") -> tuple[str, list[str]]:
+    """`count` explicit widgets (more than render at once: the rest render when they near the viewport)."""
+    tokens = [site.token(f"m-{n}") for n in range(count)]
+    return "".join(f'<p class="answer">Answer {n}.</p>{between}<feedback-widget token="{t}"></feedback-widget>'
+                   for n, t in enumerate(tokens)), tokens
+
+
+RENDERED = "(w => !!w.shadowRoot.firstChild)(document.querySelectorAll('feedback-widget')[{index}])"
+
+
+def test_a_widget_far_below_renders_when_scrolled_into_view_without_shifting(site: Site, page: Page):
+    body, tokens = many(site, 300)
+    page.goto(site.page(body))
+    page.wait_for_function(RENDERED.format(index=0))
+    last = page.locator("feedback-widget").last
+    assert not page.evaluate(RENDERED.format(index=299)), "a widget far below the fold was rendered at once"
+    idle = last.evaluate("w => w.getBoundingClientRect().height")
+    assert idle == page.locator("feedback-widget").first.evaluate("w => w.getBoundingClientRect().height") > 0
+    last.evaluate("w => w.scrollIntoView()")
+    page.wait_for_function(RENDERED.format(index=299))
+    assert last.evaluate("w => w.getBoundingClientRect().height") == idle  # the idle host had the rendered size
+    last.get_by_role("button", name="Thumbs up").click()
+    seen(page, "delivered")
+    assert site.state(tokens[299])["vote"] == "up"
+
+
+def test_the_keyboard_reaches_an_idle_widget_both_ways(site: Site, page: Page):
+    spacer = '<div style="height: 4000px"></div>'
+    body, tokens = many(site, 11)  # enough to make the next ones lazy
+    far = [f'<feedback-widget token="{t}"></feedback-widget>' for t in tokens[:2]]
+    page.goto(site.page(f"{body}<button id=a>a</button>{spacer}{far[0]}{spacer}{far[1]}{spacer}<button id=c>c"
+                        "</button>"))
+    page.wait_for_function(RENDERED.format(index=0))
+    focused = "document.activeElement.shadowRoot?.activeElement"
+    # Forwards, from a button 4,000 px above an idle widget: Tab lands on its first button.
+    page.locator("#a").focus()
+    assert not page.evaluate(RENDERED.format(index=11))
+    page.keyboard.press("Tab")
+    page.wait_for_function(f"{focused}?.dataset.v == 'up' && document.activeElement === "
+                           "document.querySelectorAll('feedback-widget')[11]")
+    # Backwards, from a button 4,000 px below another: Shift+Tab lands on its last button.
+    page.locator("#c").focus()
+    assert not page.evaluate(RENDERED.format(index=12))
+    page.keyboard.press("Shift+Tab")
+    page.wait_for_function(f"{focused}?.dataset.c == '1' && document.activeElement === "
+                           "document.querySelectorAll('feedback-widget')[12]")
+    assert page.evaluate("document.querySelectorAll('feedback-widget')[12].hasAttribute('tabindex')") is False

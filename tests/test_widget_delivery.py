@@ -46,13 +46,15 @@ def test_offline_events_wait_in_the_queue_and_leave_when_back_online(site: Site,
 
 def test_a_reload_sends_what_the_last_page_left_queued(site: Site, page: Page):
     body, tokens = widgets(site, 1)
-    url = site.page(body, head=FAST)
+    url = site.page(body)
     page.add_init_script("navigator.sendBeacon = () => false")  # leaving sends nothing: the next page must
     site.fail_always = (503, {})
     page.goto(url)
+    # No retry before the reload: a request still out when the page goes (keepalive) may be delivered, and the
+    # next page, which cannot know, sends the event again (the server's de-duplication by id is there for that).
+    page.evaluate("feedbackBridge.configure({retry: 60000, retryMax: 60000})")
     page.get_by_role("button", name="Thumbs up").click()
     page.wait_for_function("window.seen.length == 1")
-    page.evaluate("feedbackBridge.configure({retry: 60000, retryMax: 60000})")
     page.wait_for_function("(q => q.length == 1 && !q[0].f)(JSON.parse(localStorage['feedback-bridge:queue:v1'] "
                            "|| '[]'))")  # the first attempt failed, the event waits in the queue
     queued_id = queued(page)[0]["id"]

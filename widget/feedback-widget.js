@@ -259,12 +259,17 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
     "</div><button part='button copy' data-c=1 data-k='Copy answer'></button><span role=status part=status></span></div>";
   dress(BAR.content);
 
-  const live = new Set(); // connected widgets
-  // A widget asks for its stored state once it is (nearly) visible: a long transcript makes no burst of requests.
+  const live = new Set(); // connected rendered widgets
+  // Rendering and asking for the stored state wait until a widget is near the viewport (a screen's height away,
+  // inside scrolling boxes too): a long transcript costs little to attach and makes no burst of requests.
   const visible = new IntersectionObserver((entries) => {
-    for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), refresh(e.target));
-  }, { rootMargin: "200px" });
-  let refresh, settle, relabel; // element internals for the code above, set in the class's static block
+    for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), render(e.target));
+  }, { rootMargin: "100%", scrollMargin: "100%" });
+  let burst = 0; // widgets connected unrendered in this microtask
+  let render, enter, settle, relabel; // element internals for the code above, set in the class's static block
+  // An idle widget is a tab stop: focus renders it and goes on into it (backwards: to its last button), so the
+  // keyboard never skips one.
+  D.addEventListener("focusin", (e) => enter(e.composedPath()[0], e.relatedTarget), true);
 
   class FeedbackWidgetElement extends HTMLElement {
     static observedAttributes = ["token"];
@@ -292,9 +297,7 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
     constructor() {
       super();
       const s = this.#s = this.attachShadow({ mode: "open" });
-      s.adoptedStyleSheets = [sheet];
-      s.addEventListener("click", this);
-      s.addEventListener("keydown", this);
+      s.adoptedStyleSheets = [sheet]; // the :host rules reserve the space before the content is rendered
     }
 
     // token, variant and theme: attribute-backed properties, defined after the class.
@@ -303,20 +306,14 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
     set lang(value) { this.setAttribute("lang", value); }
 
     connectedCallback() {
-      const lang = this.lang.slice(0, 2).toLowerCase();
-      live.add(this);
-      if (this.#l == null) {
-        this.#l = lang;
-        this.#s.append(BAR.content.cloneNode(1));
-        if (LANGS[lang]) dress(this.#s, lang);
-        else if (LANGS[lang] === 0) {
-          LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json()).then(
-            (labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; });
-        }
-      }
       this.answer ||= this.previousElementSibling;
       this.answer && answers.set(this.answer, this);
-      this.#restore();
+      // Up to 10 widgets connected at once render now: a streamed message has its widget in its first frame. More
+      // (a transcript attached, a page's widgets upgraded) stay idle, an empty host of the rendered size, until
+      // they near the viewport or get focus.
+      if (this.#l == null && !burst++) queueMicrotask(() => burst = 0);
+      if (this.#l == null && burst > 10) this.tabIndex = 0, visible.observe(this);
+      else this.#render();
     }
 
     disconnectedCallback() {
@@ -326,7 +323,7 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
 
     attributeChangedCallback(name, old, value) {
       // A new token: another message. (Before the first connection, connectedCallback does it all.)
-      if (old != value && this.#l != null) this.#t = this.#f = 0, this.#close(), this.#restore();
+      if (old != value && this.#l != null) this.#t = this.#f = 0, this.#close(), this.#render();
     }
 
     /** The shadow root's one click and one keydown listener (and input, while the panel is open). */
@@ -370,10 +367,25 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
       keep && put(stateKey(this.token), (vote || rating) && { v: vote, r: rating });
     }
 
-    #restore() {
-      const token = this.token, state = token && get(stateKey(token));
+    /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
+    #render(near) {
+      const s = this.#s, lang = this.lang.slice(0, 2).toLowerCase(), token = this.token,
+        state = token && get(stateKey(token));
+      live.add(this);
+      if (this.#l == null) {
+        this.#l = lang;
+        this.removeAttribute("tabindex");
+        s.append(BAR.content.cloneNode(1));
+        s.addEventListener("click", this);
+        s.addEventListener("keydown", this);
+        if (LANGS[lang]) dress(s, lang);
+        else if (LANGS[lang] === 0) {
+          LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json()).then(
+            (labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; });
+        }
+      }
       if (!this.#t && (state || this.#v || this.#r)) this.#show(state?.v || null, state?.r || null);
-      if (token && this.#f != token) visible.observe(this);
+      if (token && this.#f != token) near ? this.#refresh() : visible.observe(this);
     }
 
     async #refresh() {
@@ -454,7 +466,13 @@ data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></but
     }
 
     static {
-      refresh = (w) => w.#refresh();
+      render = (w) => w.#render(1);
+      enter = (w, from) => {
+        if (!(#s in w) || w.#l != null) return;
+        w.#render(1);
+        const b = [...w.#s.querySelectorAll("button:not([tabindex='-1'])")];
+        (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some((b) => (b.focus(), w.#s.activeElement));
+      };
       relabel = (lang) => {
         lang || dress(BAR.content);
         for (const w of live) (!lang || w.#l == lang) && dress(w.#s, w.#l);
