@@ -384,3 +384,16 @@ def test_the_keyboard_reaches_an_idle_widget_both_ways(site: Site, page: Page):
     page.wait_for_function(f"{focused}?.dataset.c == '1' && document.activeElement === "
                            "document.querySelectorAll('feedback-widget')[12]")
     assert page.evaluate("document.querySelectorAll('feedback-widget')[12].hasAttribute('tabindex')") is False
+
+
+def test_the_copy_button_falls_back_to_exec_command(site: Site, page: Page):
+    page.add_init_script("""Object.defineProperty(Navigator.prototype, 'clipboard', {get: () => undefined});
+        window.copies = []; document.addEventListener('copy', (e) => window.copies.push(e.composedPath()[0].value));""")
+    body, tokens = answers(site, 2)
+    page.goto(site.page(body))
+    page.get_by_role("button", name="Copy answer").nth(1).click()
+    seen(page, "delivered")
+    assert page.evaluate("window.copies") == ["Answer number 1."]  # execCommand copied the answer's text
+    assert [(e["type"], e["text"], e["token"]) for e in site.events()] == [
+        ("copy_output", "Answer number 1.", tokens[1])]  # once: the fallback's copy is not taken for the user's
+    assert page.evaluate(f"{shadow(page, '[data-c]', 1)} === document.activeElement.shadowRoot.activeElement")

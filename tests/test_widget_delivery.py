@@ -152,3 +152,61 @@ def test_a_batch_refused_whole_is_dropped_too(site: Site, page: Page):
     page.wait_for_function("window.seen.some(([n]) => n == 'error')")
     assert [s for s in page.evaluate("window.seen") if s[0] == "error"] == [["error", "thumbs_up", "http_413"]]
     assert queued(page) == [] and len(site.attempts) == 1
+
+
+def test_without_local_storage_the_queue_lives_in_memory(site: Site, context: BrowserContext, page: Page):
+    page.add_init_script("Object.defineProperty(window, 'localStorage', {get() { "
+                         "throw new DOMException('storage is disabled', 'SecurityError'); }})")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    body, tokens = widgets(site, 2)
+    page.goto(site.page(body))
+    page.wait_for_function("window.feedbackBridge")
+    context.set_offline(True)
+    page.get_by_role("button", name="Thumbs up").first.click()
+    page.get_by_role("button", name="Thumbs down").nth(1).click()
+    seen(page, "submit", 2)
+    assert site.received == []
+    context.set_offline(False)
+    seen(page, "delivered", 2)
+    assert site.state(tokens[0])["vote"] == "up" and site.state(tokens[1])["vote"] == "down"
+    assert errors == [] and len(site.ids()) == 2
+    no_id_twice(site)
+
+
+def test_without_web_locks_events_are_still_delivered_once(site: Site, context: BrowserContext):
+    context.add_init_script("delete Navigator.prototype.locks")
+    body, tokens = widgets(site, 2)
+    url = site.page(body)
+    tabs = [context.new_page(), context.new_page()]
+    for n, tab in enumerate(tabs):
+        tab.goto(url)
+        assert tab.evaluate("navigator.locks") is None
+        tab.get_by_role("button", name="Thumbs up").nth(n).click()
+    for tab in tabs:
+        seen(tab, "delivered")
+    assert [site.state(t)["vote"] for t in tokens] == ["up", "up"]
+    assert len(site.ids()) == 2
+    no_id_twice(site)
+
+
+def test_hiding_the_page_sends_the_rest_with_a_beacon(site: Site, page: Page):
+    page.add_init_script("""{ const send = navigator.sendBeacon.bind(navigator); window.beacons = [];
+        navigator.sendBeacon = (url, body) => (window.beacons.push(JSON.parse(body)), send(url, body)); }""")
+    body, tokens = widgets(site, 1)
+    site.fail_always = (503, {})
+    page.goto(site.page(body))
+    page.evaluate("feedbackBridge.configure({retry: 60000, retryMax: 60000})")  # no retry before the beacon
+    page.get_by_role("button", name="Thumbs down").click()
+    page.wait_for_function("(q => q.length == 1 && !q[0].f)(JSON.parse(localStorage['feedback-bridge:queue:v1'] "
+                           "|| '[]'))")  # the attempt failed
+    site.fail_always = None
+    page.evaluate("""Object.defineProperty(document, 'hidden', {value: true, configurable: true});
+        document.dispatchEvent(new Event('visibilitychange', {bubbles: true}))""")
+    assert page.evaluate("window.beacons.map((b) => b.events.map((e) => e.type))") == [["thumbs_down"]]
+    assert queued(page) == []
+    # Wait for the server to have it: ask /state until the vote shows.
+    page.wait_for_function("""(token) => { fetch('/feedback/state?token=' + encodeURIComponent(token))
+        .then((r) => r.json()).then((s) => { window.vote = s.vote; }); return window.vote == 'down'; }""",
+                           arg=tokens[0], polling=100)
+    assert len(site.ids()) == 1

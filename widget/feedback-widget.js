@@ -76,7 +76,10 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
   const locked = async (fn) => { try { return await N.locks.request(KEY, fn); } catch { return fn(); } };
   N.locks?.request(KEY + TAB, () => new Promise(() => {}));
-  const queue = () => get(KEY) || [];
+  // Ids this page had answered. A tab writing back a stale copy of the queue (the lock serialises senders, not
+  // localStorage's propagation between processes) can bring answered events back: they are never taken again.
+  const sent = new Set();
+  const queue = () => (get(KEY) || []).filter((i) => !sent.has(i.e.id));
   // Events this page may send that fit one request (100 events, the 64 KiB budget of keepalive and beacons),
   // oldest first, stopping at one that a request may be carrying right now; `live`: the pages alive (none: only
   // this page's). Another page's events wait: a look again in 2 s sends them if that page is gone by then.
@@ -141,7 +144,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
         retryAt = Date.now() + delay;
         clearTimeout(timer);
         timer = setTimeout(pump, delay);
-      } else tries = 0, again = 1;
+      } else tries = 0, again = 1, events.forEach((e) => sent.add(e.id));
       // Answered events leave the queue (read again: a closing tab may have added to it meanwhile).
       const left = queue().filter((i) => retry || !events.some((e) => e.id == i.e.id)).map((i) => ({ e: i.e, o: i.o }));
       put(KEY, left[0] && left);
