@@ -424,6 +424,26 @@ def test_token_provider_that_raises_is_retryable_without_its_message(make_app, m
     assert "hunter2" not in str(row) and mw.calls == []
 
 
+def test_a_token_no_header_can_carry_fails_as_credentials_without_reaching_the_record_or_log(make_app, mw, caplog):
+    # A token read from a file with its trailing newline: http.client would refuse the header with a ValueError
+    # that quotes it, and the worker would keep that message in the outbox and the log.
+    app = make_app(FEEDBACK_PROVIDERS=config(mw, token=None, token_provider=lambda user_id: "mw-secret-42\n"))
+    token, _ = new_message(app, mw)
+    post(app, event("thumbs_up", token))
+    [row] = deliver(app)
+    assert row["status"] == "failed" and "CredentialsError" in row["last_error"], row["last_error"]
+    assert "mw-secret-42" not in str(row) and "mw-secret-42" not in caplog.text and mw.calls == []
+
+
+@pytest.mark.parametrize("bad", ["mw-token\n", " mw-token", "mw token"])
+def test_a_static_token_no_header_can_carry_is_refused_at_configuration(make_app, mw, bad):
+    from feedback_bridge.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as raised:
+        make_app(FEEDBACK_PROVIDERS=config(mw, token=bad))
+    assert "mw-token" not in str(raised.value)
+
+
 def test_client_credentials_token_is_renewed_shortly_before_it_expires(mw):
     import requests
 

@@ -298,6 +298,28 @@ def test_bad_configuration_is_refused(make_app, options):
         make_app(FEEDBACK_PROVIDERS={"nebuly": options})
 
 
+@pytest.mark.parametrize("bad", ["nb-key-xyz\n", "nb-key-xyz\r\n", "\tnb-key-xyz", "nb-key-xyz\u00e9"])
+def test_an_api_key_no_header_can_carry_is_refused_without_quoting_it(make_app, bad):
+    from feedback_bridge.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError) as raised:
+        make_app(FEEDBACK_PROVIDERS={"nebuly": {"api_key": bad}})
+    assert "nb-key-xyz" not in str(raised.value)
+
+
+def test_a_bearer_token_no_header_can_carry_is_a_credentials_error_that_does_not_quote_it():
+    # Without this check http.client raises a ValueError quoting the header, which the worker would record.
+    import requests
+
+    from feedback_bridge.exceptions import CredentialsError
+    from feedback_bridge.providers import http
+
+    with pytest.raises(CredentialsError) as raised:
+        http.request(requests.Session(), "POST", "http://127.0.0.1:9/x", timeout=(1, 1),
+                     auth=http.BearerAuth("nb-secret-9\n"), secrets=("nb-secret-9\n",))
+    assert "nb-secret-9" not in str(raised.value) and "nb-secret-9" not in str(raised.value.response)
+
+
 # -- every error class ends in the right outbox state -----------------------------------------------------------
 
 

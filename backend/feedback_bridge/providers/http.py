@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
@@ -29,14 +30,32 @@ RETRYABLE_STATUSES = frozenset({408, 429})
 REDACTED = "[redacted]"
 
 
+# Visible ASCII, no whitespace: every RFC 6750 token fits, and nothing http.client would refuse in a header.
+_HEADER_SAFE_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def bearer_problem(token: Any) -> str | None:
+    """Why ``token`` cannot be sent as ``Authorization: Bearer <token>``, or None. Never quotes the token: a
+    trailing newline (a token read from a file) would otherwise end in a ValueError that quotes the header."""
+    if not isinstance(token, str) or not token:
+        return "is empty or not a string"
+    if not _HEADER_SAFE_TOKEN.fullmatch(token):
+        return "holds whitespace, a line break or a non-ASCII character, which an HTTP header cannot carry"
+    return None
+
+
 class BearerAuth(AuthBase):
     """Sets ``Authorization: Bearer`` at send time. Passing auth explicitly also stops ``requests`` from
-    replacing our header with credentials from ``~/.netrc``, which it does when no auth is given."""
+    replacing our header with credentials from ``~/.netrc``, which it does when no auth is given. A token no
+    header can carry is a :class:`CredentialsError` that does not quote it."""
 
     def __init__(self, token: str) -> None:
         self.token = token
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        problem = bearer_problem(self.token)
+        if problem:
+            raise CredentialsError(f"Not sent: the bearer token {problem}", response={"error": "InvalidToken"})
         request.headers["Authorization"] = f"Bearer {self.token}"
         return request
 
@@ -152,6 +171,10 @@ def request(
     except requests.RequestException as exc:
         raise RetryableDeliveryError(
             f"{what} request failed ({type(exc).__name__})", response={"error": type(exc).__name__}
+        ) from None
+    except ValueError as exc:  # http.client refusing a header: its message quotes the header, which may be secret
+        raise PermanentDeliveryError(
+            f"{what} request could not be made ({type(exc).__name__})", response={"error": type(exc).__name__}
         ) from None
     return classify(response, secrets, what=what)
 

@@ -159,6 +159,9 @@ def token_source(
     if token:
         if not isinstance(token, str):
             raise ValueError("moveworks 'token' must be a string")
+        problem = http.bearer_problem(token)
+        if problem:
+            raise ValueError(f"moveworks 'token' {problem}")
         return StaticToken(token)
     if token_provider is not None:
         provider = _import(token_provider) if isinstance(token_provider, str) else token_provider

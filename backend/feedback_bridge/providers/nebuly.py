@@ -58,6 +58,9 @@ class NebulyAdapter(ProviderAdapter):
         super().__init__(name, base_url=base_url, anonymize=anonymize)  # not the key: options may be shown
         if not isinstance(api_key, str) or not api_key:
             raise ValueError("nebuly needs a non-empty 'api_key'")
+        problem = http.bearer_problem(api_key)
+        if problem:
+            raise ValueError(f"nebuly 'api_key' {problem}")
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
             raise ValueError("nebuly 'base_url' must be an http(s) URL")
         if not isinstance(anonymize, bool):
