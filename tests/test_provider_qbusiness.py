@@ -288,6 +288,21 @@ def test_no_credentials_at_all_fail_as_a_credentials_error_without_a_call(qb_app
     aws.forget_clients()
 
 
+def test_a_session_token_no_header_can_carry_fails_as_credentials_without_being_recorded(
+    qb_app, emulator, monkeypatch, caplog
+):
+    # A session token with a trailing newline: http.client refuses the header with a ValueError quoting it,
+    # which botocore wraps in an HTTPClientError whose message the outbox and the log would keep.
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "IQoJsession-secret-77\n")
+    aws.forget_clients()
+    app = qb_app()
+    [row] = deliver(app, event("thumbs_up", register(app, refs=REFS)))
+    assert row["status"] == "failed" and row["last_error"].startswith("CredentialsError"), row["last_error"]
+    assert "session-secret-77" not in str(row) and "session-secret-77" not in caplog.text
+    assert emulator.calls == []
+    aws.forget_clients()
+
+
 def test_a_missing_profile_fails_as_a_credentials_error_without_a_call(qb_app, emulator):
     app = qb_app(profile_name="no-such-profile")
     [row] = deliver(app, event("thumbs_up", register(app, refs=REFS)))

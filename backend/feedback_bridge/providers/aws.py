@@ -24,6 +24,7 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     CredentialRetrievalError,
+    HTTPClientError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
@@ -205,6 +206,16 @@ def redact(message: str | None) -> str | None:
 
 def transport_error(exc: BotoCoreError) -> DeliveryError:
     """The DeliveryError for a call that got no answer, or could not be made."""
+    if type(exc) is HTTPClientError:  # botocore's catch-all: its message quotes whatever the HTTP client said
+        inner = type(exc.kwargs.get("error")).__name__
+        record = {"status": None, "code": "HTTPClientError", "message": f"the HTTP client raised {inner}"}
+        if isinstance(exc.kwargs.get("error"), ValueError):
+            # http.client refusing a header, quoting it. The headers botocore sends come from the credentials
+            # (Authorization, X-Amz-Security-Token) and fixed values: a session token with a line break.
+            return CredentialsError("An AWS request header could not be sent (a session token with a line break "
+                                    "or other character a header cannot carry?); not quoted, it may be secret.",
+                                    response=record)
+        return RetryableDeliveryError(f"HTTPClientError: the HTTP client raised {inner}", response=record)
     record = {"status": None, "code": type(exc).__name__, "message": str(exc)}
     if isinstance(exc, _NO_CREDENTIALS):
         return CredentialsError(f"No usable AWS credentials: {exc}", response=record)
