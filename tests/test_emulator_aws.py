@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import boto3
@@ -172,6 +172,22 @@ def test_a_malformed_authorization_header_or_stale_date_is_access_denied(qbusine
     })
     status, code, body = aws_error(stale)
     assert (status, code) == (403, "AccessDeniedException") and "expired" in body["message"]
+
+
+@pytest.mark.parametrize(("minutes", "accepted"), [(4, True), (-4, True), (6, False), (-6, False)])
+def test_a_correct_signature_more_than_five_minutes_from_now_is_expired(qbusiness, monkeypatch, minutes, accepted):
+    # AWS: "a request must reach AWS within five minutes of the time stamp in the request" (SigV4 reference);
+    # botocore issue 149 quotes the answer: "Signature expired: ... (... - 5 min.)".
+    import botocore.auth
+
+    signed_at = datetime.now(timezone.utc).replace(tzinfo=None) - timedelta(minutes=minutes)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at)
+    response = qb(qbusiness, {})
+    if accepted:
+        assert response.status_code == 200
+    else:
+        status, code, body = aws_error(response)
+        assert (status, code) == (403, "AccessDeniedException") and "expired" in body["message"]
 
 
 def test_without_known_credentials_any_well_scoped_signature_is_accepted():

@@ -35,7 +35,9 @@ __all__ = ["AwsEmulator", "QBusinessEmulator", "QConnectEmulator"]
 
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})")
 _METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
-MAX_SKEW_SECONDS = 15 * 60  # how far X-Amz-Date may be from now, as AWS allows
+# How far X-Amz-Date may be from now: "a request must reach AWS within five minutes of the time stamp in the
+# request" (AWS SigV4 reference); 15 minutes is S3's allowance, not these services'.
+MAX_SKEW_SECONDS = 5 * 60
 
 
 class AwsEmulator(EmulatorServer):
