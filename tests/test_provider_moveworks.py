@@ -444,6 +444,26 @@ def test_a_static_token_no_header_can_carry_is_refused_at_configuration(make_app
     assert "mw-token" not in str(raised.value)
 
 
+def test_an_assistant_name_no_header_can_carry_is_refused_at_configuration(make_app, mw):
+    from feedback_bridge.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="Assistant-Name"):
+        make_app(FEEDBACK_PROVIDERS=config(mw, assistant_name=ASSISTANT + "\n"))
+
+
+def test_a_header_requests_refuses_fails_for_good_not_retried():
+    # requests refuses the header before sending (InvalidHeader): no retry can change that.
+    import requests
+
+    from feedback_bridge.exceptions import PermanentDeliveryError
+    from feedback_bridge.providers import http
+
+    with pytest.raises(PermanentDeliveryError) as raised:
+        http.request(requests.Session(), "POST", "http://127.0.0.1:9/x", timeout=(1, 1),
+                     headers={"Assistant-Name": "bot\nX-Injected: 1"}, what="Moveworks")
+    assert raised.value.response == {"error": "InvalidHeader"} and "Injected" not in str(raised.value)
+
+
 def test_client_credentials_token_is_renewed_shortly_before_it_expires(mw):
     import requests
 

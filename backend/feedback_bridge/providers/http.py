@@ -168,6 +168,11 @@ def request(
     except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
             requests.exceptions.InvalidSchema) as exc:
         raise PermanentDeliveryError(f"{what} URL is invalid: {redact(str(exc), secrets)}") from None
+    except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError) as exc:
+        # Refused before sending, and the same every time. The message quotes the header: kept out.
+        raise PermanentDeliveryError(
+            f"{what} request could not be made ({type(exc).__name__})", response={"error": type(exc).__name__}
+        ) from None
     except requests.RequestException as exc:
         raise RetryableDeliveryError(
             f"{what} request failed ({type(exc).__name__})", response={"error": type(exc).__name__}

@@ -55,6 +55,9 @@ class MoveworksAdapter(ProviderAdapter):
         super().__init__(name, base_url=base_url, assistant_name=assistant_name)
         if not isinstance(assistant_name, str) or not assistant_name:
             raise ValueError("moveworks needs a non-empty 'assistant_name' (sent as the Assistant-Name header)")
+        if assistant_name != assistant_name.strip() or any(ord(ch) < 32 or ord(ch) == 127 for ch in assistant_name):
+            raise ValueError("moveworks 'assistant_name' must match exactly, and an Assistant-Name header cannot "
+                             "carry surrounding spaces or line breaks (a trailing newline?)")
         if not isinstance(base_url, str) or not base_url.startswith(("https://", "http://")):
             raise ValueError("moveworks 'base_url' must be an http(s) URL")
         self.base_url = base_url.rstrip("/")
