@@ -280,6 +280,15 @@ def test_qconnect_takes_an_assistant_arn_and_refuses_an_unknown_assistant(qconne
     assert aws_error(qc(qconnect, QC_BODY, assistant="not-an-id"))[:2] == (400, "ValidationException")
 
 
+@pytest.mark.parametrize("resource", [f"knowledge-base/{ASSISTANT}", f"session/{ASSISTANT}/{TARGET}"])
+def test_qconnect_an_arn_of_another_resource_is_not_found_rather_than_a_server_error(qconnect, resource):
+    # The model's UuidOrArn pattern takes any wisdom ARN; only an assistant's names an assistant. Answering 500
+    # here (the emulator crashed) made a request that can never succeed look retryable.
+    arn = f"arn:aws:wisdom:{REGION}:123456789012:{resource}"
+    status, code, error = aws_error(qc(qconnect, QC_BODY, assistant=arn.replace(":", "%3A").replace("/", "%2F")))
+    assert (status, code, error["resourceName"]) == (404, "ResourceNotFoundException", arn)
+
+
 # -- faults, as each service spells them ---------------------------------------------------------------------
 
 

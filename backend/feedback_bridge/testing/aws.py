@@ -264,7 +264,7 @@ class QConnectEmulator(AwsEmulator):
 
     def handle_PutFeedback(self, params: dict[str, Any]) -> Response:  # named after the operation
         given = params["assistantId"]
-        assistant_id = given.split("assistant/", 1)[1].split("/")[0] if given.startswith("arn:") else given
+        assistant_id = self._assistant_of(given)
         if assistant_id not in self.assistants:
             return self.error("ResourceNotFoundException", f"Assistant {given} not found.", resourceName=given)
         return self.ok({
@@ -273,6 +273,19 @@ class QConnectEmulator(AwsEmulator):
             "targetId": params["targetId"], "targetType": params["targetType"],
             "contentFeedback": params["contentFeedback"],
         })
+
+
+    def _assistant_of(self, given: str) -> str | None:
+        """The assistant a UUID or ARN names: None for an ARN of another resource (a knowledge base, a session),
+        account or region, which the model's pattern lets through and the service cannot find."""
+        if not given.startswith("arn:"):
+            return given
+        parts = given.split(":", 5)
+        resource = parts[5].split("/") if len(parts) == 6 else []
+        if len(resource) != 2 or resource[0] != "assistant" or parts[4] != self.account_id \
+                or (self.region is not None and parts[3] != self.region):
+            return None
+        return resource[1]
 
 
 def _route(request_uri: str) -> re.Pattern[str]:
