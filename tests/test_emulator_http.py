@@ -132,6 +132,15 @@ def test_moveworks_routing_errors_keep_the_error_shape(mw):
     assert error_of(nowhere) == (404, "NOT_FOUND")
 
 
+def test_moveworks_an_emulator_failure_is_a_documented_500_internal_error(mw, monkeypatch):
+    # The 500 of the OpenAPI document is INTERNAL_ERROR; a crash was answered 500 INVALID_REQUEST.
+    def broken() -> None:
+        raise RuntimeError("emulator bug")
+
+    monkeypatch.setattr(mw, "_check_headers", broken)
+    assert error_of(submit(mw, mw.add_message())) == (500, "INTERNAL_ERROR")
+
+
 def test_moveworks_throttle_and_error_faults_are_spelled_as_documented(mw):
     message = mw.add_message()
     mw.fail_next(1, "throttle", retry_after=3)

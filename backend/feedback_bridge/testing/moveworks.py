@@ -147,8 +147,9 @@ class MoveworksEmulator(EmulatorServer):
 
         @app.errorhandler(HTTPException)
         def _http_error(exc: HTTPException) -> Response:  # routing errors in the vendor's shape
-            code = {404: "NOT_FOUND", 405: "INVALID_REQUEST"}.get(exc.code or 500, "INVALID_REQUEST")
-            return _error(exc.code or 500, code, exc.description or exc.name)
+            status = exc.code or 500
+            code = "INTERNAL_ERROR" if status >= 500 else "NOT_FOUND" if status == 404 else "INVALID_REQUEST"
+            return _error(status, code, exc.description or exc.name)
 
         @app.post(API_PREFIX + "/conversations/<conversation_id>/responses/<response_id>/messages/"
                   "<message_id>/feedback")
