@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from widget_support import I18N, Site, browser, context, page, seen, shadow, site  # noqa: F401
+from widget_support import I18N, Site, browser, context, page, seen, serving, shadow, site  # noqa: F401
 
 AXE = Path(__import__("axe_playwright_python").__file__).with_name("axe.min.js")
 
@@ -117,10 +117,12 @@ def test_rating_is_a_radio_group_driven_by_arrow_keys(site: Site, page: Page):
     page.keyboard.press("ArrowLeft")  # wraps around from 1 to 5
     seen(page, "delivered", 3)
     assert site.state(tokens[0])["rating"] == 5
-    expect(stars.nth(4)).to_have_attribute("aria-checked", "true")
-    assert [s.get_attribute("tabindex") for s in stars.all()] == ["-1", "-1", "-1", "-1", "0"]
+    expect(stars.nth(4)).to_be_checked()
+    assert [s.is_checked() for s in stars.all()] == [False, False, False, False, True]
     page.keyboard.press("Space")  # Space on the chosen star keeps it (a radio), clicking it retracts
-    expect(stars.nth(4)).to_have_attribute("aria-checked", "true")
+    expect(stars.nth(4)).to_be_checked()
+    page.keyboard.press("Shift+Tab")  # the group is one tab stop: back to thumbs down
+    assert page.evaluate("document.activeElement.shadowRoot.activeElement.dataset.v") == "down"
     stars.nth(1).click()
     page.get_by_role("button", name="Not concise").click()
     page.get_by_role("button", name="Send").click()  # the amendment of a rating repeats its value
@@ -335,6 +337,25 @@ def test_the_module_form_imports_in_chromium(site: Site, page: Page):
     page.goto(url)
     page.wait_for_function("window.imported")
     assert page.evaluate("window.imported") == ["function", True, True]
+
+
+def test_the_module_form_posts_next_to_its_own_url(make_app, page: Page):
+    """Under another URL prefix the module form, which has no document.currentScript, finds its endpoint from
+    import.meta.url, as the classic script does from its src."""
+    with serving(make_app(FEEDBACK_URL_PREFIX="/api/fb"), prefix="/api/fb") as other:
+        token = other.token("m-0")
+        other.pages["p"] = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>chat</title>'
+                            '<script type="module">import {feedbackBridge} from "/api/fb/widget.mjs";'
+                            'window.configured = feedbackBridge.configure({});</script></head><body><p>Answer</p>'
+                            f'<feedback-widget token="{token}"></feedback-widget></body></html>')
+        page.goto(other.url + "p")
+        page.wait_for_function("window.configured")
+        assert page.evaluate("configured.endpoint") == other.url + "api/fb/events"
+        page.get_by_role("button", name="Thumbs up").click()
+        page.wait_for_function("(t) => { fetch('/api/fb/state?token=' + encodeURIComponent(t)).then((r) => r.json())"
+                               ".then((s) => { window.vote = s.vote; }); return window.vote == 'up'; }",
+                               arg=token, polling=100)
+        assert [e["type"] for e in other.events()] == ["thumbs_up"]
 
 
 def many(site: Site, count: int, between: str = "") -> tuple[str, list[str]]:

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +97,9 @@ def browser() -> Iterator[Browser]:
         _shared.clear()
 
 
-@pytest.fixture
-def site(make_app) -> Iterator[Site]:
-    app = make_app()
+@contextmanager
+def serving(app: Flask, prefix: str = "/feedback") -> Iterator[Site]:
+    """Serve `app` (the bridge under `prefix`) as a Site on a real werkzeug server."""
     site = Site(app)
 
     @app.get("/<name>")
@@ -108,7 +109,7 @@ def site(make_app) -> Iterator[Site]:
 
     @app.before_request
     def record_or_fail() -> Response | None:
-        if request.path != "/feedback/events" or request.method != "POST":
+        if request.path != f"{prefix}/events" or request.method != "POST":
             return None
         with site.lock:
             site.attempts.append(time.monotonic())
@@ -126,9 +127,17 @@ def site(make_app) -> Iterator[Site]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     site.url = f"http://127.0.0.1:{server.server_port}/"
-    yield site
-    server.shutdown()
-    thread.join(10)
+    try:
+        yield site
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+@pytest.fixture
+def site(make_app) -> Iterator[Site]:
+    with serving(make_app()) as site:
+        yield site
 
 
 @pytest.fixture

@@ -17,7 +17,8 @@
  * sendBeacon.
  */
 (() => {
-  // The module form (widget.mjs) is served with `D.currentScript` below replaced by `{src: import.meta.url}`.
+  // The module form (widget.mjs) is served with `D.currentScript` below replaced by `{src:import.meta.url}`: its
+  // endpoint, like the classic script's, is `events` next to its own URL.
   const W = window, D = document, N = navigator, S = D.currentScript, src = S?.src;
   if (W.feedbackBridge) return; // loaded twice (say, classic and module): the first copy does the work
   const TAG = "feedback-widget", KEY = "feedback-bridge:queue:v1";
@@ -27,21 +28,25 @@
     endpoint: src ? new URL("events", src).href : "/feedback/events", tokenAttribute: "data-feedback-token",
     labels: {}, retry: 1e3, retryMax: 3e5, ...S?.dataset,
   };
+  // Long DOM names, spelled once: `on` adds a listener, `all` is querySelectorAll, `uid` a random id.
+  const on = (target, type, fn, capture) => target.addEventListener(type, fn, capture);
+  const all = (root, selector) => root.querySelectorAll(selector);
+  const uid = () => crypto.randomUUID?.() ?? crypto.getRandomValues(new Uint32Array(4)).join("-");
 
   // -- labels, gettext style: the key is the English text (a reason's is its code, shown in words: "NOT_COMPLETE"
-  // -> "Not complete"). de, fr, es and ja are fetched on demand from {prefix}/widget/i18n/{lang}.json; any label
-  // can be overridden: feedbackBridge.configure({labels: {"Thumbs up": "Like", NOT_COMPLETE: "Missing steps"}}).
+  // -> "Not complete"; every English key is already written that way). de, fr, es and ja are fetched on demand
+  // from {prefix}/widget/i18n/{lang}.json; any label can be overridden:
+  // feedbackBridge.configure({labels: {"Thumbs up": "Like", NOT_COMPLETE: "Missing steps"}}).
   const BAD = "NOT_FACTUALLY_CORRECT HARMFUL_OR_UNSAFE INCORRECT_OR_MISSING_SOURCES NOT_HELPFUL NOT_BASED_ON_DOCUMENTS \
 NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   const GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
   const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels; 0 before they are asked for
-  const label = (lang, key) => cfg.labels[key] ?? LANGS[lang]?.[key] ??
-    (/^[A-Z_]+$/.test(key) ? key[0] + key.slice(1).toLowerCase().replace(/_/g, " ") : key);
-  // Labels the [data-k] elements under `root` (text and tooltip; a star's {n} is its number) and the [data-a]
-  // ones (accessible name, and the comment box's placeholder).
+  const label = (lang, key) => cfg.labels[key] ?? LANGS[lang]?.[key] ?? key[0] + key.slice(1).toLowerCase().replaceAll("_", " ");
+  // Labels the [data-k] elements under `root` (their text) and the [data-a] ones (icons, stars and the comment box:
+  // accessible name, tooltip and placeholder; a star's {n} is its number).
   const dress = (root, lang) => {
-    for (const n of root.querySelectorAll("[data-k]")) n.title = n.textContent = label(lang, n.dataset.k).replace("{n}", n.dataset.n);
-    for (const n of root.querySelectorAll("[data-a]")) n.ariaLabel = n.placeholder = label(lang, n.dataset.a);
+    for (const n of all(root, "[data-k]")) n.textContent = label(lang, n.dataset.k);
+    for (const n of all(root, "[data-a]")) n.title = n.ariaLabel = n.placeholder = label(lang, n.dataset.a).replace("{n}", n.value);
   };
   // Text events carry 1-10,000 characters; never cut a surrogate pair in half (the server refuses lone halves).
   const clip = (text) => text.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
@@ -58,10 +63,8 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   // Writes only what changed: each write wakes the other tabs (a `storage` event).
   const put = (key, value) => {
     mem[key] = value;
-    value = value ? JSON.stringify(value) : null;
-    if (store) try { value == store.getItem(key) || (value ? store.setItem(key, value) : store.removeItem(key)); } catch {
-      store = 0;
-    }
+    value = JSON.stringify(value);
+    if (store) try { value == store.getItem(key) || store.setItem(key, value); } catch { store = 0; }
   };
   const stateKey = (token) => "feedback-bridge:state:v1:" + token;
 
@@ -72,14 +75,16 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   // twice; for the same reason a gone page's events are only taken once they are 2 s old.
   const owners = new Map(); // event id -> the element that made it (it gets the delivered or error event)
   const unsaved = []; // made here, not yet in the stored queue: the sender moves them, under the lock
-  const TAB = crypto.randomUUID?.() ?? Math.random();
+  const TAB = uid();
   // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
-  const locked = async (fn) => { try { return await N.locks.request(KEY, fn); } catch { return fn(); } };
+  const locked = (fn) => N.locks ? N.locks.request(KEY, fn).catch(fn) : fn();
   N.locks?.request(KEY + TAB, () => new Promise(() => {}));
   // Ids this page had answered. A tab writing back a stale copy of the queue (the lock serialises senders, not
   // localStorage's propagation between processes) can bring answered events back: they are never taken again.
+  // `queue(1)` drops the request marks (under the lock no request is out: marks left by a tab that died
+  // mid-request are stale).
   const sent = new Set();
-  const queue = () => (get(KEY) || []).filter((i) => !sent.has(i.e.id));
+  const queue = (clean) => (get(KEY) || []).filter((i) => !sent.has(i.e.id)).map((i) => clean ? { e: i.e, o: i.o } : i);
   // Events this page may send that fit one request (100 events, the 64 KiB budget of keepalive and beacons),
   // oldest first, stopping at one that a request may be carrying right now; `live`: the pages alive (none: only
   // this page's). Another page's events wait: a look again in 2 s sends them if that page is gone by then.
@@ -99,7 +104,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
     return b;
   };
   const enqueue = (e, el) => {
-    e.id = crypto.randomUUID?.() ?? crypto.getRandomValues(new Uint32Array(4)).join("-");
+    e.id = uid();
     e.occurred_at = new Date().toISOString();
     owners.set(e.id, el);
     unsaved.push({ e, o: TAB });
@@ -118,19 +123,16 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   const send = async () => {
     while (again) {
       again = 0;
-      // Under the lock no request is out, so marks left by a tab that died mid-request are stale.
-      const live = new Set((await N.locks?.query())?.held.map((l) => l.name)), q = [...queue().map((i) => ({ e: i.e,
-        o: i.o })), ...unsaved.splice(0)], b = take(q, live), events = b.map((i) => i.e);
-      put(KEY, q[0] && q);
-      if (!b[0] || !N.onLine || Date.now() < retryAt) return; // `online` or the retry timer pumps again
+      const live = new Set((await N.locks?.query())?.held.map((l) => l.name)),
+        q = [...queue(1), ...unsaved.splice(0)], b = take(q, live), events = b.map((i) => i.e);
+      // `online` or the retry timer pumps again
+      if (!b[0] || !N.onLine || Date.now() < retryAt) return put(KEY, q);
       for (const i of b) i.f = 1;
       put(KEY, q);
       let res, body;
       try {
-        res = await fetch(cfg.endpoint, {
-          // A string body goes as text/plain: no CORS preflight, and the bridge accepts it.
-          method: "POST", keepalive: true, body: JSON.stringify({ events }),
-        });
+        // A string body goes as text/plain: no CORS preflight, and the bridge accepts it.
+        res = await fetch(cfg.endpoint, { method: "POST", keepalive: true, body: JSON.stringify({ events }) });
         body = await res.json();
       } catch {}
       const status = res?.status | 0, results = body?.results;
@@ -145,9 +147,8 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
         clearTimeout(timer);
         timer = setTimeout(pump, delay);
       } else tries = 0, again = 1, events.forEach((e) => sent.add(e.id));
-      // Answered events leave the queue (read again: a closing tab may have added to it meanwhile).
-      const left = queue().filter((i) => retry || !events.some((e) => e.id == i.e.id)).map((i) => ({ e: i.e, o: i.o }));
-      put(KEY, left[0] && left);
+      // Answered events (in `sent`) leave the queue, read again: a closing tab may have added to it meanwhile.
+      put(KEY, queue(1));
       if (!retry) {
         const outcomes = events.map((e, i) => [e, results?.[i] ||
           { id: e.id, status: "rejected", code: body?.code || "http_" + status, errors: body?.errors }]);
@@ -158,25 +159,26 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   };
   const channel = W.BroadcastChannel && new BroadcastChannel(KEY);
   if (channel) channel.onmessage = (m) => m.data.forEach(settle);
-  // Leaving (or hidden, which may be the last chance on mobile): what is left goes out with sendBeacon, unless a request is carrying the first events (those behind
-  // must not overtake them: they stay queued for the next page or another tab).
+  // Leaving (or hidden, which may be the last chance on mobile): what is left goes out with sendBeacon, unless a
+  // request is carrying the first events (those behind must not overtake them: they stay queued for the next page
+  // or another tab).
   const leave = () => {
     const q = [...queue(), ...unsaved.splice(0)];
     for (let b; N.onLine && (b = take(q))[0] && N.sendBeacon(cfg.endpoint, JSON.stringify({ events: b.map((i) => i.e) }));) {
       q.splice(0, b.length);
     }
-    put(KEY, q[0] && q);
+    put(KEY, q);
   };
-  addEventListener("pagehide", leave);
-  addEventListener("visibilitychange", () => D.hidden && leave());
-  addEventListener("online", () => { retryAt = 0; pump(); });
-  addEventListener("storage", (e) => e.key == KEY && pump()); // another tab queued or released events
+  on(W, "pagehide", leave);
+  on(W, "visibilitychange", () => D.hidden && leave());
+  on(W, "online", () => { retryAt = 0; pump(); });
+  on(W, "storage", (e) => e.key == KEY && pump()); // another tab queued or released events
 
   // -- copies of answers and prompts, pastes into the chat input: one listener each for the whole document
   const answers = new WeakMap(); // answer element -> its widget
   let copying; // set while the copy button's execCommand fallback copies: that is no user copy
   const record = (w, type, text) => w?.token && enqueue({ type, token: w.token, text }, w);
-  D.addEventListener("copy", (e) => {
+  on(D, "copy", (e) => {
     const s = getSelection(), text = clip("" + s);
     // Not a copy inside a widget (its comment box) or a text field.
     if (copying || !text.trim() || e.target.closest(TAG + ",input,textarea")) return;
@@ -184,15 +186,15 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
       if (answers.has(n)) return record(answers.get(n), "copy_output", text);
       if (n.matches?.(cfg.prompt)) {
         // A prompt's copy counts for its answer: the first assistant message after it, once it has its widget.
-        const m = [...D.querySelectorAll(cfg.attach || TAG)].find((m) => n.compareDocumentPosition(m) & 4);
+        const m = [...all(D, cfg.attach || TAG)].find((m) => n.compareDocumentPosition(m) & 4);
         return record(answers.get(m) || m, "copy_input", text);
       }
     }
   }, true);
-  D.addEventListener("paste", (e) => {
-    const text = clip(e.clipboardData.getData("text/plain")), all = D.querySelectorAll(TAG + "[token]");
+  on(D, "paste", (e) => {
+    const text = clip(e.clipboardData.getData("text/plain")), widgets = all(D, TAG + "[token]");
     // A paste into the chat input counts for the latest answer.
-    if (text && e.target.closest?.(cfg.input)) record(all[all.length - 1], "paste", text);
+    if (text && e.target.closest?.(cfg.input)) record(widgets[widgets.length - 1], "paste", text);
   }, true);
 
   // -- auto-attach: one MutationObserver for the document. A widget goes after each message's content once the
@@ -229,37 +231,39 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
     scan(D);
   };
 
-  // -- looks: one constructable stylesheet for every widget. The public --feedback-* variables are only read,
-  // never set here, so set on the element or any ancestor they apply; the private --f, --b, --a (text, background,
-  // accent: pressed buttons, chosen stars, focus ring) take their values, with light and dark defaults (AA contrast
-  // with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless the theme attribute
-  // fixes one. Borders are the text colour.
-  const sheet = new CSSStyleSheet(), svg = "-webkit-mask:url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" \
-viewBox=\"0 0 24 24\"><path d=\"";
-  sheet.replaceSync(":host{color-scheme:light dark;--f:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));\
---b:var(--feedback-bg,light-dark(#fff,#1f1f1f));--a:var(--feedback-accent,light-dark(#0b57d0,#a8c7fa));\
+  // -- looks: one constructable stylesheet for every widget. The public --feedback-* variables are only read (at
+  // the point of use), never set here, so set on the element or any ancestor they apply, over light and dark
+  // defaults (AA contrast with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless
+  // the theme attribute fixes one. The private --a is the accent (pressed thumbs, chosen stars, focus ring).
+  // Borders are the text colour. The thumb and copy icons are SVG masks painted in the text colour; the stars
+  // are native radio buttons drawn as a glyph.
+  const icon = (path) => "url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 24 24\">\
+<path d=\"" + path + "\"/></svg>') 0/contain";
+  const sheet = new CSSStyleSheet();
+  sheet.replaceSync(":host{color-scheme:light dark;--a:var(--feedback-accent,light-dark(#0b57d0,#a8c7fa));\
 display:block;min-height:2.3rem;contain:layout style}:host([hidden]){display:none}\
 :host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
-*{font:inherit;color:inherit;background:var(--b);border:1px solid;border-radius:var(--feedback-radius,1rem);\
-padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;gap:.3rem}div{padding:0;border:0;background:0}\
-[part=bar]{color:var(--f);font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
-button{display:inline-flex;align-items:center;height:2rem;cursor:pointer}span{border:0}\
-:focus-visible{outline:2px solid var(--a);outline-offset:2px}[aria-pressed=true],[data-f]{color:var(--a)}\
-[data-v],[data-c],[role=radio]{font-size:0}[data-v]:before,[data-c]:before{content:'';padding:.5rem;\
-background:currentColor;" + svg + "M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z\"/></svg>') 0/contain}\
-[data-v=down]:before{rotate:180deg}[data-c]:before{" + svg + "M8 8h12v12H8zM4 4h12v2H6v10H4z\"/></svg>')}\
-[role=radio]{border:0;padding:0 .2rem}[role=radio]:before{content:'★';font-size:1.3rem}\
+*{font:inherit;color:inherit;background:var(--feedback-bg,light-dark(#fff,#1f1f1f));border:1px solid;\
+border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;\
+gap:.3rem}div,input{padding:0;border:0;background:0}span{border:0}\
+[part=bar]{color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
+button{display:inline-flex;align-items:center;height:2rem;cursor:pointer}\
+:focus-visible{outline:2px solid var(--a);outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--a)}\
+[data-v]:before,[data-c]:before{content:'';padding:.5rem;background:currentColor;-webkit-mask:" +
+    icon("M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z") +
+    "}[data-v=down]:before{rotate:180deg}[data-c]:before{-webkit-mask:" + icon("M8 8h12v12H8zM4 4h12v2H6v10H4z") +
+    "}input{appearance:none;margin:0 .2rem;font-size:1.3rem;cursor:pointer}input:before{content:'★'}\
 :host(:not([variant=rating],[variant=both])) [role=radiogroup],:host([variant=rating]) [data-v]{display:none}\
 fieldset{flex-basis:100%;margin:0;padding:.5rem}textarea{flex-basis:100%;height:4rem;padding:.4rem}");
 
-  // The idle widget: one bar of 11 elements and 8 text nodes (thumbs, a 1-5 rating, copy, a polite live region);
-  // the panel with reasons and a comment is built only when it opens. Cloned per widget, English already in.
+  // The idle widget: one bar of 11 elements (thumbs, a 1-5 rating of native radio buttons, copy, a polite live
+  // region); the panel with reasons and a comment is built only when it opens. Cloned per widget, English in.
   const BAR = D.createElement("template");
-  BAR.innerHTML = "<div part=bar><button part='button up' data-v=up data-k='Thumbs up' aria-pressed=false></button>\
-<button part='button down' data-v=down data-k='Thumbs down' aria-pressed=false></button><div role=radiogroup \
-part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio part=star data-k='{n} out of 5' data-n=" +
-    n + " aria-checked=false tabindex=" + -(n > 1) + "></button>").join("") + // one tab stop: the chosen star, or the first
-    "</div><button part='button copy' data-c=1 data-k='Copy answer'></button><span role=status part=status></span></div>";
+  BAR.innerHTML = "<div part=bar><button part='button up' data-v=up data-a='Thumbs up' aria-pressed=false></button>\
+<button part='button down' data-v=down data-a='Thumbs down' aria-pressed=false></button><div role=radiogroup \
+part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<input type=radio name=r part=star data-a='{n} out of 5' value=" +
+    n + ">").join("") + "</div><button part='button copy' data-c=1 data-a='Copy answer'></button><span role=status \
+part=status></span></div>";
   dress(BAR.content);
 
   const live = new Set(); // connected rendered widgets
@@ -272,7 +276,7 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
   let render, enter, settle, relabel; // element internals for the code above, set in the class's static block
   // An idle widget is a tab stop: focus renders it and goes on into it (backwards: to its last button), so the
   // keyboard never skips one.
-  D.addEventListener("focusin", (e) => enter(e.composedPath()[0], e.relatedTarget), true);
+  on(D, "focusin", (e) => enter(e.composedPath()[0], e.relatedTarget), true);
 
   class FeedbackWidgetElement extends HTMLElement {
     static observedAttributes = ["token"];
@@ -285,12 +289,12 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
       return registry.get(tag);
     }
 
-    #v = null; // the vote shown: "up" | "down" | null
-    #r = null; // the rating shown: 1-5 | null
+    #v; // the vote shown: "up" | "down" | null
+    #r; // the rating shown: 1-5 | null
     #e; // the latest vote or rating event: what a reason or comment amends
     #x; // the reason chosen in the open panel
     #p; // the open panel
-    #l; // the language of the labels
+    #l; // the language of the labels (the closest `lang`); set once rendered
     #f; // the token whose stored state was asked for
     #t; // the user chose here: a stored state answering late must not overwrite that
     #s; // the shadow root
@@ -304,9 +308,6 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
     }
 
     // token, variant and theme: attribute-backed properties, defined after the class.
-    /** @returns {string} the language: the element's own `lang`, else its closest ancestor's */
-    get lang() { return this.closest("[lang]")?.getAttribute("lang") || ""; }
-    set lang(value) { this.setAttribute("lang", value); }
 
     connectedCallback() {
       this.answer ||= this.previousElementSibling;
@@ -329,92 +330,73 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
       if (old != value && this.#l != null) this.#t = this.#f = 0, this.#close(), this.#render();
     }
 
-    /** The shadow root's one click and one keydown listener (and input, while the panel is open). */
+    /** The shadow root's one click and one keydown listener (and input, while the panel is open). The stars are
+     * native radio buttons (arrow keys and one tab stop come with them): an arrow key's click has no `detail`. */
     handleEvent(e) {
-      const t = e.target, b = t.closest("button")?.dataset || {}, step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[e.key];
-      let n = +b.n;
+      const t = e.target, d = t.dataset, n = +t.value;
       if (e.type == "input") t.nextSibling.textContent = t.value.length + "/1000";
-      else if (e.type == "keydown") {
-        e.key == "Escape" && this.#close(1);
-        if (step && n) { // a radio group: arrow keys move the rating, wrapping around
-          e.preventDefault();
-          this.#choose("rating", n = ((n + step + 4) % 5) + 1);
-          this.#s.querySelector("[data-n='" + n + "']").focus();
-        }
-      } else if (b.v) this.#choose("thumbs_" + b.v, b.v);
-      // Clicking the chosen star again retracts, as the thumbs do; Space and Enter there do not (radio keys).
-      else if (n) (e.detail || n != this.#r) && this.#choose("rating", n);
-      else if (b.r) {
-        this.#x = this.#x == b.r ? 0 : b.r; // one reason at most: the API takes one
-        for (const c of this.#p.querySelectorAll("[data-r]")) c.ariaPressed = c.dataset.r == this.#x;
-      } else if (b.s) this.#amend();
-      else if (b.d) this.#close(1);
-      else if (b.c) this.#copy(t);
+      else if (e.type == "keydown") e.key == "Escape" && this.#close(1);
+      else if (d.v) this.#choose(d.v);
+      // Clicking the chosen star again retracts, as the thumbs do; Space there does not (radio keys).
+      else if (t.name == "r") (e.detail || n != this.#r) && this.#choose(n);
+      else if (d.r) {
+        this.#x = this.#x == d.r ? 0 : d.r; // one reason at most: the API takes one
+        for (const c of all(this.#p, "[data-r]")) c.ariaPressed = c.dataset.r == this.#x;
+      } else if (d.s) this.#amend();
+      else if (d.d) this.#close(1);
+      else if (d.c) this.#copy(t);
     }
 
     #say(text) {
       this.#s.querySelector("span").textContent = label(this.#l, text);
     }
 
-    /** Show a vote and rating (aria-pressed, aria-checked and the roving tabindex); `keep`: remember it here. */
+    /** Show a vote and rating (aria-pressed, checked stars); `keep`: remember it here. */
     #show(vote, rating, keep) {
       this.#v = vote;
       this.#r = rating;
-      for (const b of this.#s.querySelectorAll("[data-v]")) b.ariaPressed = b.dataset.v == vote;
-      for (const b of this.#s.querySelectorAll("[data-n]")) {
-        const n = b.dataset.n;
-        b.ariaChecked = n == rating;
-        b.tabIndex = n == (rating || 1) ? 0 : -1;
-        b.toggleAttribute("data-f", n <= rating);
-      }
+      for (const b of all(this.#s, "[data-v]")) b.ariaPressed = b.dataset.v == vote;
+      for (const b of all(this.#s, "input")) b.checked = b.value == rating;
       keep && put(stateKey(this.token), (vote || rating) && { v: vote, r: rating });
     }
 
     /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
     #render(near) {
-      const s = this.#s, lang = this.lang.slice(0, 2).toLowerCase(), token = this.token,
-        state = token && get(stateKey(token));
+      const s = this.#s, token = this.token, state = token && get(stateKey(token));
       live.add(this);
       if (this.#l == null) {
-        this.#l = lang;
+        const lang = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
         this.removeAttribute("tabindex");
         s.append(BAR.content.cloneNode(1));
-        s.addEventListener("click", this);
-        s.addEventListener("keydown", this);
-        if (LANGS[lang]) dress(s, lang);
-        else if (LANGS[lang] === 0) {
-          LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json()).then(
-            (labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; });
-        }
+        on(s, "click", this);
+        on(s, "keydown", this);
+        // Labels being fetched (a promise) dress in English; they relabel when they come.
+        LANGS[lang] === 0 ? LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json())
+          .then((labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; }) : LANGS[lang] && dress(s, lang);
       }
-      if (!this.#t && (state || this.#v || this.#r)) this.#show(state?.v || null, state?.r || null);
-      if (token && this.#f != token) near ? this.#refresh() : visible.observe(this);
-    }
-
-    async #refresh() {
-      const token = this.token, url = new URL("state", cfg.endpoint);
-      if (!token || this.#f == token || !N.onLine) return;
-      this.#f = token;
-      url.searchParams.set("token", token);
-      try {
-        const state = await (await fetch(url)).json();
+      this.#t || this.#show(state?.v, state?.r);
+      if (token && this.#f != token) {
+        if (!near) return visible.observe(this);
+        this.#f = token;
         // Events still queued for this message are newer than what the server has.
-        if (token == this.token && !this.#t && "vote" in state &&
-          ![...unsaved, ...queue()].some((i) => i.e.token == token)) this.#show(state.vote, state.rating, 1);
-      } catch { this.#f = 0; }
+        fetch(new URL("state?token=" + encodeURIComponent(token), cfg.endpoint)).then((r) => r.json()).then((state) =>
+          token == this.token && !this.#t && "vote" in state && ![...unsaved, ...queue()].some((i) => i.e.token == token) &&
+          this.#show(state.vote, state.rating, 1)).catch(() => this.#f = 0);
+      }
     }
 
-    /** A thumb or a star; the chosen one again retracts the feedback (vote and rating, as on the server). */
-    #choose(type, value) {
-      const token = this.token, rating = type == "rating", undo = value == (rating ? this.#r : this.#v);
-      const bad = value == "down" || value < 3, good = value == "up" || value > 3;
+    /** A thumb ("up", "down") or a star (1-5); the chosen one again retracts the feedback (vote and rating, as on
+     * the server). */
+    #choose(value) {
+      const token = this.token, rating = value > 0, undo = value == (rating ? this.#r : this.#v);
       if (!token) return;
       this.#t = 1;
-      this.#e = enqueue(undo ? { type: "retract", token } : { type, value: rating ? value : undefined, token }, this);
+      this.#e = enqueue({ type: undo ? "retract" : rating ? "rating" : "thumbs_" + value, token,
+        value: rating && !undo ? value : undefined }, this);
       this.#show(undo ? null : rating ? this.#v : value, undo ? null : rating ? value : this.#r, 1);
       this.#close();
       this.#say(undo ? "Feedback removed" : "Thanks for your feedback");
-      undo || this.#open(bad ? BAD : good ? GOOD : []);
+      undo || this.#open(value == "down" || value < 3 ? BAD : value == "up" || value > 3 ? GOOD : []);
     }
 
     #open(reasons) {
@@ -426,7 +408,7 @@ part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<button role=radio par
 data-a='Comment (optional)'></textarea><span part=counter>0/1000</span><button part='button send' data-s=1 \
 data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></button>";
       dress(p, this.#l);
-      p.addEventListener("input", this);
+      on(p, "input", this);
       this.#s.firstChild.append(p);
     }
 
@@ -435,7 +417,7 @@ data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></but
       const p = this.#p, inside = p?.contains(this.#s.activeElement);
       this.#p = 0;
       p?.remove();
-      refocus && inside && this.#s.querySelector("[aria-pressed=true],[aria-checked=true]")?.focus();
+      refocus && inside && this.#s.querySelector("[aria-pressed=true],:checked")?.focus();
     }
 
     /** The reason and comment amend the vote (a rating's amendment repeats its value, as the API requires). */
@@ -470,10 +452,11 @@ data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></but
 
     static {
       render = (w) => w.#render(1);
+      // Focus goes to the first element that takes it (from below: the last); hidden ones and containers do not.
       enter = (w, from) => {
         if (!(#s in w) || w.#l != null) return;
         w.#render(1);
-        const b = [...w.#s.querySelectorAll("button:not([tabindex='-1'])")];
+        const b = [...all(w.#s, "*")];
         (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some((b) => (b.focus(), w.#s.activeElement));
       };
       relabel = (lang) => {

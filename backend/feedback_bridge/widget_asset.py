@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from flask import Blueprint
 
 SOURCE = "feedback-widget.js"
-# The module form: the classic script reads its own URL from document.currentScript, which modules lack.
-MODULE_PRELUDE = "const FEEDBACK_WIDGET_SRC=import.meta.url;\n"
+# The module form: the classic script reads its own URL (its endpoint is next to it) and data-* settings from
+# document.currentScript, which modules lack: there the widget's one `D.currentScript` becomes the module's URL.
+CURRENT_SCRIPT = "D.currentScript"
+MODULE_SCRIPT = "{src:import.meta.url}"
 MODULE_EXPORTS = "\nexport const{FeedbackWidgetElement,feedbackBridge}=window;\n"
 LANG = re.compile(r"^[a-z]{2}$")
 SHORT_MAX_AGE = 3600
@@ -59,7 +61,9 @@ def minified() -> str:
 def script(module: bool = False) -> Asset:
     code = minified()
     if module:
-        code = MODULE_PRELUDE + code + MODULE_EXPORTS
+        if code.count(CURRENT_SCRIPT) != 1:
+            raise RuntimeError(f"the widget must read {CURRENT_SCRIPT} exactly once for its module form")
+        code = code.replace(CURRENT_SCRIPT, MODULE_SCRIPT) + MODULE_EXPORTS
     return Asset.of(code.encode(), "text/javascript")
 
 
