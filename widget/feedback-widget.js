@@ -31,7 +31,7 @@
   // Long DOM names, spelled once: `on` adds a listener, `all` is querySelectorAll, `uid` a random id.
   const on = (target, type, fn, capture) => target.addEventListener(type, fn, capture);
   const all = (root, selector) => root.querySelectorAll(selector);
-  const uid = () => crypto.randomUUID?.() ?? crypto.getRandomValues(new Uint32Array(4)).join("-");
+  const uid = () => crypto.randomUUID?.() ?? Date.now() + "." + Math.random();
 
   // -- labels, gettext style: the key is the English text (a reason's is its code, shown in words: "NOT_COMPLETE"
   // -> "Not complete"; every English key is already written that way). de, fr, es and ja are fetched on demand
@@ -40,7 +40,7 @@
   const BAD = "NOT_FACTUALLY_CORRECT HARMFUL_OR_UNSAFE INCORRECT_OR_MISSING_SOURCES NOT_HELPFUL NOT_BASED_ON_DOCUMENTS \
 NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   const GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
-  const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels; 0 before they are asked for
+  const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels (a promise while fetched); 0 before
   const label = (lang, key) => cfg.labels[key] ?? LANGS[lang]?.[key] ?? key[0] + key.slice(1).toLowerCase().replaceAll("_", " ");
   // Labels the [data-k] elements under `root` (their text) and the [data-a] ones (icons, stars and the comment box:
   // accessible name, tooltip and placeholder; a star's {n} is its number).
@@ -136,9 +136,9 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
         body = await res.json();
       } catch {}
       const status = res?.status | 0, results = body?.results;
-      // Network errors, timeouts, throttling and server errors are retried; any other answer is final.
-      const retry = !results && (status < 400 || status > 499 || status == 408 || status == 429);
-      if (retry) {
+      // Network errors, timeouts, throttling and server errors are retried; any other answer is final: the
+      // events are answered (never taken again), and their elements told.
+      if (!results && (status < 400 || status > 499 || status == 408 || status == 429)) {
         // Retry-After in seconds, else a jittered exponential delay.
         const delay = res?.headers.get("Retry-After") * 1e3 ||
           Math.min(cfg.retryMax, cfg.retry * 2 ** tries) * (0.5 + Math.random() / 2);
@@ -146,19 +146,15 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
         retryAt = Date.now() + delay;
         clearTimeout(timer);
         timer = setTimeout(pump, delay);
-      } else tries = 0, again = 1, events.forEach((e) => sent.add(e.id));
+      } else {
+        tries = 0, again = 1;
+        events.forEach((e, i) => settle(sent.add(e.id) && e, results?.[i] ||
+          { id: e.id, status: "rejected", code: body?.code || "http_" + status, errors: body?.errors }));
+      }
       // Answered events (in `sent`) leave the queue, read again: a closing tab may have added to it meanwhile.
       put(KEY, queue(1));
-      if (!retry) {
-        const outcomes = events.map((e, i) => [e, results?.[i] ||
-          { id: e.id, status: "rejected", code: body?.code || "http_" + status, errors: body?.errors }]);
-        outcomes.forEach(settle);
-        channel?.postMessage(outcomes); // the tab that made an event tells its own elements
-      }
     }
   };
-  const channel = W.BroadcastChannel && new BroadcastChannel(KEY);
-  if (channel) channel.onmessage = (m) => m.data.forEach(settle);
   // Leaving (or hidden, which may be the last chance on mobile): what is left goes out with sendBeacon, unless a
   // request is carrying the first events (those behind must not overtake them: they stay queued for the next page
   // or another tab).
@@ -241,20 +237,20 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
 <path d=\"" + path + "\"/></svg>') 0/contain";
   const sheet = new CSSStyleSheet();
   sheet.replaceSync(":host{color-scheme:light dark;--a:var(--feedback-accent,light-dark(#0b57d0,#a8c7fa));\
-display:block;min-height:2.3rem;contain:layout style}:host([hidden]){display:none}\
+display:block;min-height:2.3rem}\
 :host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
 *{font:inherit;color:inherit;background:var(--feedback-bg,light-dark(#fff,#1f1f1f));border:1px solid;\
 border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;\
 gap:.3rem}div,input{padding:0;border:0;background:0}span{border:0}\
 [part=bar]{color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
-button{display:inline-flex;align-items:center;height:2rem;cursor:pointer}\
+button,input{height:2rem;cursor:pointer}\
 :focus-visible{outline:2px solid var(--a);outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--a)}\
-[data-v]:before,[data-c]:before{content:'';padding:.5rem;background:currentColor;-webkit-mask:" +
+[data-v]:before,[data-c]:before{content:'';display:block;padding:.5rem;background:currentColor;-webkit-mask:" +
     icon("M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z") +
     "}[data-v=down]:before{rotate:180deg}[data-c]:before{-webkit-mask:" + icon("M8 8h12v12H8zM4 4h12v2H6v10H4z") +
-    "}input{appearance:none;margin:0 .2rem;font-size:1.3rem;cursor:pointer}input:before{content:'★'}\
-:host(:not([variant=rating],[variant=both])) [role=radiogroup],:host([variant=rating]) [data-v]{display:none}\
-fieldset{flex-basis:100%;margin:0;padding:.5rem}textarea{flex-basis:100%;height:4rem;padding:.4rem}");
+    "}input{appearance:none;margin:0 .2rem;font-size:1.3rem}input:before{content:'★'}\
+:host([hidden]),:host(:not([variant=rating],[variant=both])) [role=radiogroup],:host([variant=rating]) [data-v]{display:none}\
+fieldset,textarea{flex-basis:100%;margin:0;padding:.5rem}textarea{height:4rem}");
 
   // The idle widget: one bar of 11 elements (thumbs, a 1-5 rating of native radio buttons, copy, a polite live
   // region); the panel with reasons and a comment is built only when it opens. Cloned per widget, English in.
@@ -283,9 +279,8 @@ part=status></span></div>";
 
     /** Register the element as `tag` in `registry`; calling it again is harmless. */
     static define(tag = TAG, registry = customElements) {
-      if (!registry.get(tag)) {
-        try { registry.define(tag, this); } catch { registry.define(tag, class extends this {}); }
-      }
+      // (A class defined under one name already gets a subclass for another.)
+      try { registry.get(tag) || registry.define(tag, this); } catch { registry.define(tag, class extends this {}); }
       return registry.get(tag);
     }
 
@@ -325,7 +320,7 @@ part=status></span></div>";
       visible.unobserve(this);
     }
 
-    attributeChangedCallback(name, old, value) {
+    attributeChangedCallback(_, old, value) {
       // A new token: another message. (Before the first connection, connectedCallback does it all.)
       if (old != value && this.#l != null) this.#t = this.#f = 0, this.#close(), this.#render();
     }
@@ -342,8 +337,8 @@ part=status></span></div>";
       else if (d.r) {
         this.#x = this.#x == d.r ? 0 : d.r; // one reason at most: the API takes one
         for (const c of all(this.#p, "[data-r]")) c.ariaPressed = c.dataset.r == this.#x;
-      } else if (d.s) this.#amend();
-      else if (d.d) this.#close(1);
+      } else if (d.k == "Send") this.#amend();
+      else if (d.k == "Dismiss") this.#close(1);
       else if (d.c) this.#copy(t);
     }
 
@@ -370,9 +365,9 @@ part=status></span></div>";
         s.append(BAR.content.cloneNode(1));
         on(s, "click", this);
         on(s, "keydown", this);
-        // Labels being fetched (a promise) dress in English; they relabel when they come.
-        LANGS[lang] === 0 ? LANGS[lang] = fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint)).then((r) => r.json())
-          .then((labels) => { LANGS[lang] = labels; relabel(lang); }, () => { LANGS[lang] = {}; }) : LANGS[lang] && dress(s, lang);
+        // Labels still being fetched (a promise) dress in English; they relabel when they come.
+        if (lang in LANGS) LANGS[lang] ||= fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint))
+          .then((r) => r.json()).then((labels) => relabel(lang, LANGS[lang] = labels)).catch(() => {}), dress(s, lang);
       }
       this.#t || this.#show(state?.v, state?.r);
       if (token && this.#f != token) {
@@ -405,8 +400,8 @@ part=status></span></div>";
       p.part = "panel";
       p.innerHTML = "<legend data-k='Tell us more'></legend>" + reasons.map((r) => "<button part=reason data-r=" + r +
         " data-k=" + r + " aria-pressed=false></button>").join("") + "<textarea part=comment maxlength=1000 \
-data-a='Comment (optional)'></textarea><span part=counter>0/1000</span><button part='button send' data-s=1 \
-data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></button>";
+data-a='Comment (optional)'></textarea><span part=counter>0/1000</span><button part='button send' \
+data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
       dress(p, this.#l);
       on(p, "input", this);
       this.#s.firstChild.append(p);
@@ -423,8 +418,8 @@ data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></but
     /** The reason and comment amend the vote (a rating's amendment repeats its value, as the API requires). */
     #amend() {
       const e = this.#e, comment = this.#p.querySelector("textarea").value.replace(/[\0-\b\v-\x1f\x7f-\x9f]/g, "").trim();
-      (this.#x || comment) && enqueue({ type: e.type, value: e.value, token: e.token, amends: e.id,
-        reason: this.#x || undefined, comment: comment || undefined }, this);
+      (this.#x || comment) && enqueue({ ...e, amends: e.id, reason: this.#x || undefined, comment: comment || undefined },
+        this);
       this.#close(1);
       this.#say("Thanks for your feedback");
     }
@@ -463,7 +458,7 @@ data-k=Send></button><button part='button dismiss' data-d=1 data-k=Dismiss></but
         lang || dress(BAR.content);
         for (const w of live) (!lang || w.#l == lang) && dress(w.#s, w.#l);
       };
-      settle = ([event, result]) => {
+      settle = (event, result) => {
         const w = owners.get(event.id), ok = result.status != "rejected";
         if (!owners.delete(event.id)) return; // made in another tab, or on an earlier page
         !ok && w.#e?.id == event.id && (w.#show(null, null, 1), w.#say("Feedback not sent"));
