@@ -28,56 +28,57 @@
     endpoint: src ? new URL("events", src).href : "/feedback/events", tokenAttribute: "data-feedback-token",
     labels: {}, retry: 1e3, retryMax: 3e5, ...S?.dataset,
   };
-  // Long DOM names, spelled once: `on` adds a listener, `all` is querySelectorAll, `uid` a random id.
-  const on = (target, type, fn, capture) => target.addEventListener(type, fn, capture);
-  const all = (root, selector) => root.querySelectorAll(selector);
-  const uid = () => crypto.randomUUID?.() ?? Date.now() + "." + Math.random();
+  // Short names, used throughout (one letter for a local is the rule, explained where it is not obvious):
+  // `on(target, type, fn, capture)` adds a listener, `all(root, selector)` is querySelectorAll, `uid()` an id.
+  const on = (t, type, f, c) => t.addEventListener(type, f, c), all = (r, s) => r.querySelectorAll(s),
+    uid = () => crypto.randomUUID?.() ?? Date.now() + "." + Math.random();
 
   // -- labels, gettext style: the key is the English text (a reason's is its code, shown in words: "NOT_COMPLETE"
   // -> "Not complete"; every English key is already written that way). de, fr, es and ja are fetched on demand
   // from {prefix}/widget/i18n/{lang}.json; any label can be overridden:
   // feedbackBridge.configure({labels: {"Thumbs up": "Like", NOT_COMPLETE: "Missing steps"}}).
   const BAD = "NOT_FACTUALLY_CORRECT HARMFUL_OR_UNSAFE INCORRECT_OR_MISSING_SOURCES NOT_HELPFUL NOT_BASED_ON_DOCUMENTS \
-NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
-  const GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
+NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
   const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels (a promise while fetched); 0 before
-  const label = (lang, key) => cfg.labels[key] ?? LANGS[lang]?.[key] ?? key[0] + key.slice(1).toLowerCase().replaceAll("_", " ");
-  // Labels the [data-k] elements under `root` (their text) and the [data-a] ones (icons, stars and the comment box:
-  // accessible name, tooltip and placeholder; a star's {n} is its number).
-  const dress = (root, lang) => {
-    for (const n of all(root, "[data-k]")) n.textContent = label(lang, n.dataset.k);
-    for (const n of all(root, "[data-a]")) n.title = n.ariaLabel = n.placeholder = label(lang, n.dataset.a).replace("{n}", n.value);
+  // label(language, key)
+  const label = (l, k) => cfg.labels[k] ?? LANGS[l]?.[k] ?? k[0] + k.slice(1).toLowerCase().replaceAll("_", " ");
+  // dress(root, language) labels the [data-k] elements under root (their text) and the [data-a] ones (icons, stars
+  // and the comment box: accessible name, tooltip and placeholder; a star's {n} is its number).
+  const dress = (r, l) => {
+    for (const n of all(r, "[data-k]")) n.textContent = label(l, n.dataset.k);
+    for (const n of all(r, "[data-a]")) n.title = n.ariaLabel = n.placeholder = label(l, n.dataset.a).replace("{n}", n.value);
   };
   // Text events carry 1-10,000 characters; never cut a surrogate pair in half (the server refuses lone halves).
-  const clip = (text) => text.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
-  const emit = (el, name, detail) => (el?.isConnected ? el : D).dispatchEvent(
+  const clip = (t) => t.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
+  // emit(element, name, detail): a feedback-widget:{name} event, from the element while it is in the page.
+  const emit = (w, name, detail) => (w?.isConnected ? w : D).dispatchEvent(
     new CustomEvent(TAG + ":" + name, { bubbles: true, composed: true, detail }));
 
-  // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames)
+  // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames). get(key), put(key, value)
   let store, mem = {};
   try { store = localStorage; } catch {}
-  const get = (key) => {
-    if (store) try { return JSON.parse(store.getItem(key)); } catch { store = 0; }
-    return mem[key];
+  const get = (k) => {
+    if (store) try { return JSON.parse(store.getItem(k)); } catch { store = 0; }
+    return mem[k];
   };
   // Writes only what changed: each write wakes the other tabs (a `storage` event).
-  const put = (key, value) => {
-    mem[key] = value;
-    value = JSON.stringify(value);
-    if (store) try { value == store.getItem(key) || store.setItem(key, value); } catch { store = 0; }
+  const put = (k, v) => {
+    mem[k] = v;
+    v = JSON.stringify(v);
+    if (store) try { v == store.getItem(k) || store.setItem(k, v); } catch { store = 0; }
   };
   const stateKey = (token) => "feedback-bridge:state:v1:" + token;
 
-  // -- the queue: [{e: event, o: the page that made it, f: 1 while a request carries it}], oldest first.
-  // A page sends its own events, and those of pages that are gone (reloaded, closed): each page holds a Web Lock
-  // named after it while it lives. A page never sends another live page's events, so a stale copy of the queue
-  // (localStorage reaches other processes with a delay, which a lock does not wait for) cannot make it send one
-  // twice; for the same reason a gone page's events are only taken once they are 2 s old.
+  // -- the queue: [{e: event, o: the page that made it, f: 1 while a request carries it}], oldest first; `i` is
+  // an item of it throughout. A page sends its own events, and those of pages that are gone (reloaded, closed):
+  // each page holds a Web Lock named after it while it lives. A page never sends another live page's events, so a
+  // stale copy of the queue (localStorage reaches other processes with a delay, which a lock does not wait for)
+  // cannot make it send one twice; for the same reason a gone page's events are only taken once they are 2 s old.
   const owners = new Map(); // event id -> the element that made it (it gets the delivered or error event)
   const unsaved = []; // made here, not yet in the stored queue: the sender moves them, under the lock
   const TAB = uid();
   // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
-  const locked = (fn) => N.locks ? N.locks.request(KEY, fn).catch(fn) : fn();
+  const locked = (f) => N.locks ? N.locks.request(KEY, f).catch(f) : f();
   N.locks?.request(KEY + TAB, () => new Promise(() => {}));
   // Ids this page had answered. A tab writing back a stale copy of the queue (the lock serialises senders, not
   // localStorage's propagation between processes) can bring answered events back: they are never taken again.
@@ -85,9 +86,10 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   // mid-request are stale).
   const sent = new Set();
   const queue = (clean) => (get(KEY) || []).filter((i) => !sent.has(i.e.id)).map((i) => clean ? { e: i.e, o: i.o } : i);
-  // Events this page may send that fit one request (100 events, the 64 KiB budget of keepalive and beacons),
-  // oldest first, stopping at one that a request may be carrying right now; `live`: the pages alive (none: only
-  // this page's). Another page's events wait: a look again in 2 s sends them if that page is gone by then.
+  // take(queue, live): the events this page may send that fit one request (100 events, the 64 KiB budget of
+  // keepalive and beacons), oldest first, stopping at one that a request may be carrying right now; `live`: the
+  // pages alive (none: only this page's). Another page's events wait: a look again in 2 s sends them if that page
+  // is gone by then.
   let later;
   const take = (q, live) => {
     const b = [];
@@ -103,12 +105,13 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
     }
     return b;
   };
-  const enqueue = (e, el) => {
+  // enqueue(event, element): stamp, queue and announce an event
+  const enqueue = (e, w) => {
     e.id = uid();
     e.occurred_at = new Date().toISOString();
-    owners.set(e.id, el);
+    owners.set(e.id, w);
     unsaved.push({ e, o: TAB });
-    emit(el, "submit", { event: e });
+    emit(w, "submit", { event: e });
     pump();
     return e;
   };
@@ -120,6 +123,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
     again = 1;
     return running ||= locked(send).catch(() => {}).finally(() => { running = 0; again && pump(); });
   };
+  // One round: q the queue, b the batch taken from it, r the response, j its body.
   const send = async () => {
     while (again) {
       again = 0;
@@ -129,18 +133,18 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
       if (!b[0] || !N.onLine || Date.now() < retryAt) return put(KEY, q);
       for (const i of b) i.f = 1;
       put(KEY, q);
-      let res, body;
+      let r, j;
       try {
         // A string body goes as text/plain: no CORS preflight, and the bridge accepts it.
-        res = await fetch(cfg.endpoint, { method: "POST", keepalive: true, body: JSON.stringify({ events }) });
-        body = await res.json();
+        r = await fetch(cfg.endpoint, { method: "POST", keepalive: true, body: JSON.stringify({ events }) });
+        j = await r.json();
       } catch {}
-      const status = res?.status | 0, results = body?.results;
+      const status = r?.status | 0, results = j?.results;
       // Network errors, timeouts, throttling and server errors are retried; any other answer is final: the
       // events are answered (never taken again), and their elements told.
       if (!results && (status < 400 || status > 499 || status == 408 || status == 429)) {
         // Retry-After in seconds, else a jittered exponential delay.
-        const delay = res?.headers.get("Retry-After") * 1e3 ||
+        const delay = r?.headers.get("Retry-After") * 1e3 ||
           Math.min(cfg.retryMax, cfg.retry * 2 ** tries) * (0.5 + Math.random() / 2);
         tries++;
         retryAt = Date.now() + delay;
@@ -148,8 +152,8 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
         timer = setTimeout(pump, delay);
       } else {
         tries = 0, again = 1;
-        events.forEach((e, i) => settle(sent.add(e.id) && e, results?.[i] ||
-          { id: e.id, status: "rejected", code: body?.code || "http_" + status, errors: body?.errors }));
+        events.forEach((e, n) => settle(sent.add(e.id) && e, results?.[n] ||
+          { id: e.id, status: "rejected", code: j?.code || "http_" + status, errors: j?.errors }));
       }
       // Answered events (in `sent`) leave the queue, read again: a closing tab may have added to it meanwhile.
       put(KEY, queue(1));
@@ -173,46 +177,37 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" ");
   // -- copies of answers and prompts, pastes into the chat input: one listener each for the whole document
   const answers = new WeakMap(); // answer element -> its widget
   let copying; // set while the copy button's execCommand fallback copies: that is no user copy
+  // record(widget, type, text)
   const record = (w, type, text) => w?.token && enqueue({ type, token: w.token, text }, w);
   on(D, "copy", (e) => {
-    const s = getSelection(), text = clip("" + s);
+    const s = getSelection(), t = clip("" + s);
     // Not a copy inside a widget (its comment box) or a text field.
-    if (copying || !text.trim() || e.target.closest(TAG + ",input,textarea")) return;
+    if (copying || !t.trim() || e.target.closest(TAG + ",input,textarea")) return;
     for (let n = s.getRangeAt(0).commonAncestorContainer; n; n = n.parentNode) {
-      if (answers.has(n)) return record(answers.get(n), "copy_output", text);
+      if (answers.has(n)) return record(answers.get(n), "copy_output", t);
       if (n.matches?.(cfg.prompt)) {
         // A prompt's copy counts for its answer: the first assistant message after it, once it has its widget.
         const m = [...all(D, cfg.attach || TAG)].find((m) => n.compareDocumentPosition(m) & 4);
-        return record(answers.get(m) || m, "copy_input", text);
+        return record(answers.get(m) || m, "copy_input", t);
       }
     }
   }, true);
   on(D, "paste", (e) => {
-    const text = clip(e.clipboardData.getData("text/plain")), widgets = all(D, TAG + "[token]");
+    const t = clip(e.clipboardData.getData("text/plain")), w = all(D, TAG + "[token]");
     // A paste into the chat input counts for the latest answer.
-    if (text && e.target.closest?.(cfg.input)) record(widgets[widgets.length - 1], "paste", text);
+    t && e.target.closest?.(cfg.input) && record(w[w.length - 1], "paste", t);
   }, true);
 
-  // -- auto-attach: one MutationObserver for the document. A widget goes after each message's content once the
+  // -- auto-attach: one MutationObserver for the document. A widget goes after each message's content (m) once the
   // message has its token. It is inserted in the observer's callback (a microtask), so a streamed message has it
   // in the frame it first appears in.
   let observer;
   const attach = () => {
     const sel = cfg.attach, name = cfg.tokenAttribute;
-    const give = (m) => {
-      const token = m.getAttribute(name);
-      let w = answers.get(m);
-      if (w?.answer == m) token && (w.token = token);
-      else if (token) {
-        w = D.createElement(TAG);
-        w.token = token;
-        if (cfg.variant) w.variant = cfg.variant;
-        w.answer = m;
-        m.append(w);
-      }
-    };
+    const give = (m, token = m.getAttribute(name), w = answers.get(m)) => token && (w?.answer == m ? w.token = token :
+      m.append(Object.assign(D.createElement(TAG), { token, answer: m }, cfg.variant && { variant: cfg.variant })));
     const scan = (n) => {
-      if (n.matches?.(sel)) give(n);
+      n.matches?.(sel) && give(n);
       for (const m of n.querySelectorAll?.(sel) || []) give(m);
     };
     observer?.disconnect();
@@ -278,10 +273,10 @@ part=status></span></div>";
     static observedAttributes = ["token"];
 
     /** Register the element as `tag` in `registry`; calling it again is harmless. */
-    static define(tag = TAG, registry = customElements) {
+    static define(tag = TAG, r = customElements) {
       // (A class defined under one name already gets a subclass for another.)
-      try { registry.get(tag) || registry.define(tag, this); } catch { registry.define(tag, class extends this {}); }
-      return registry.get(tag);
+      try { r.get(tag) || r.define(tag, this); } catch { r.define(tag, class extends this {}); }
+      return r.get(tag);
     }
 
     #v; // the vote shown: "up" | "down" | null
@@ -342,56 +337,57 @@ part=status></span></div>";
       else if (d.c) this.#copy(t);
     }
 
-    #say(text) {
-      this.#s.querySelector("span").textContent = label(this.#l, text);
+    #say(t) {
+      this.#s.querySelector("span").textContent = label(this.#l, t);
     }
 
-    /** Show a vote and rating (aria-pressed, checked stars); `keep`: remember it here. */
-    #show(vote, rating, keep) {
-      this.#v = vote;
-      this.#r = rating;
-      for (const b of all(this.#s, "[data-v]")) b.ariaPressed = b.dataset.v == vote;
-      for (const b of all(this.#s, "input")) b.checked = b.value == rating;
-      keep && put(stateKey(this.token), (vote || rating) && { v: vote, r: rating });
+    /** #show(vote, rating, keep): show a vote and rating (aria-pressed, checked stars); `keep`: remember it here. */
+    #show(v, r, keep) {
+      this.#v = v;
+      this.#r = r;
+      for (const b of all(this.#s, "[data-v]")) b.ariaPressed = b.dataset.v == v;
+      for (const b of all(this.#s, "input")) b.checked = b.value == r;
+      keep && put(stateKey(this.token), (v || r) && { v, r });
     }
 
     /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
     #render(near) {
-      const s = this.#s, token = this.token, state = token && get(stateKey(token));
+      // s: the shadow root, t: the token, l: the language, j: JSON from the server
+      const s = this.#s, t = this.token, stored = t && get(stateKey(t)), json = (r) => r.json();
       live.add(this);
       if (this.#l == null) {
-        const lang = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
+        const l = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
         this.removeAttribute("tabindex");
         s.append(BAR.content.cloneNode(1));
         on(s, "click", this);
         on(s, "keydown", this);
         // Labels still being fetched (a promise) dress in English; they relabel when they come.
-        if (lang in LANGS) LANGS[lang] ||= fetch(new URL("widget/i18n/" + lang + ".json", cfg.endpoint))
-          .then((r) => r.json()).then((labels) => relabel(lang, LANGS[lang] = labels)).catch(() => {}), dress(s, lang);
+        if (l in LANGS) LANGS[l] ||= fetch(new URL("widget/i18n/" + l + ".json", cfg.endpoint))
+          .then(json).then((j) => relabel(l, LANGS[l] = j)).catch(() => {}), dress(s, l);
       }
-      this.#t || this.#show(state?.v, state?.r);
-      if (token && this.#f != token) {
+      this.#t || this.#show(stored?.v, stored?.r);
+      if (t && this.#f != t) {
         if (!near) return visible.observe(this);
-        this.#f = token;
+        this.#f = t;
         // Events still queued for this message are newer than what the server has.
-        fetch(new URL("state?token=" + encodeURIComponent(token), cfg.endpoint)).then((r) => r.json()).then((state) =>
-          token == this.token && !this.#t && "vote" in state && ![...unsaved, ...queue()].some((i) => i.e.token == token) &&
-          this.#show(state.vote, state.rating, 1)).catch(() => this.#f = 0);
+        fetch(new URL("state?token=" + encodeURIComponent(t), cfg.endpoint)).then(json).then((j) =>
+          t == this.token && !this.#t && "vote" in j && ![...unsaved, ...queue()].some((i) => i.e.token == t) &&
+          this.#show(j.vote, j.rating, 1)).catch(() => this.#f = 0);
       }
     }
 
     /** A thumb ("up", "down") or a star (1-5); the chosen one again retracts the feedback (vote and rating, as on
      * the server). */
-    #choose(value) {
-      const token = this.token, rating = value > 0, undo = value == (rating ? this.#r : this.#v);
+    #choose(v) {
+      const token = this.token, star = v > 0, undo = v == (star ? this.#r : this.#v);
       if (!token) return;
       this.#t = 1;
-      this.#e = enqueue({ type: undo ? "retract" : rating ? "rating" : "thumbs_" + value, token,
-        value: rating && !undo ? value : undefined }, this);
-      this.#show(undo ? null : rating ? this.#v : value, undo ? null : rating ? value : this.#r, 1);
+      this.#e = enqueue({ type: undo ? "retract" : star ? "rating" : "thumbs_" + v, token,
+        value: star && !undo ? v : undefined }, this);
+      this.#show(undo ? null : star ? this.#v : v, undo ? null : star ? v : this.#r, 1);
       this.#close();
       this.#say(undo ? "Feedback removed" : "Thanks for your feedback");
-      undo || this.#open(value == "down" || value < 3 ? BAD : value == "up" || value > 3 ? GOOD : []);
+      undo || this.#open(v == "down" || v < 3 ? BAD : v == "up" || v > 3 ? GOOD : []);
     }
 
     #open(reasons) {
@@ -409,39 +405,39 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
 
     /** Close the panel; with `refocus`, focus moves from inside it back to the choice. */
     #close(refocus) {
-      const p = this.#p, inside = p?.contains(this.#s.activeElement);
+      const p = this.#p;
+      refocus && p?.contains(this.#s.activeElement) && this.#s.querySelector("[aria-pressed=true],:checked")?.focus();
       this.#p = 0;
       p?.remove();
-      refocus && inside && this.#s.querySelector("[aria-pressed=true],:checked")?.focus();
     }
 
     /** The reason and comment amend the vote (a rating's amendment repeats its value, as the API requires). */
     #amend() {
-      const e = this.#e, comment = this.#p.querySelector("textarea").value.replace(/[\0-\b\v-\x1f\x7f-\x9f]/g, "").trim();
-      (this.#x || comment) && enqueue({ ...e, amends: e.id, reason: this.#x || undefined, comment: comment || undefined },
-        this);
+      const e = this.#e, c = this.#p.querySelector("textarea").value.replace(/[\0-\b\v-\x1f\x7f-\x9f]/g, "").trim();
+      (this.#x || c) && enqueue({ ...e, amends: e.id, reason: this.#x || undefined, comment: c || undefined }, this);
       this.#close(1);
       this.#say("Thanks for your feedback");
     }
 
     /** Copy the answer's text (without this widget, when it sits inside the answer). */
-    #copy(button) {
-      const a = this.answer, range = D.createRange(), fallback = () => {
+    #copy(b) {
+      // a: the answer, r: a range of its text, t: that text; without the clipboard API a textarea's text is copied
+      const a = this.answer, r = D.createRange(), fallback = () => {
         const area = this.#s.appendChild(D.createElement("textarea"));
-        area.value = text;
+        area.value = t;
         area.select();
         copying = 1;
         D.execCommand("copy");
         copying = 0;
         area.remove();
-        button.focus();
+        b.focus();
       };
       if (!a) return;
-      range.selectNodeContents(a);
-      a.contains(this) && range.setEndBefore(this);
-      const text = clip(("" + range).trim());
-      N.clipboard ? N.clipboard.writeText(text).catch(fallback) : fallback();
-      record(this, "copy_output", text);
+      r.selectNodeContents(a);
+      a.contains(this) && r.setEndBefore(this);
+      const t = clip(("" + r).trim());
+      N.clipboard ? N.clipboard.writeText(t).catch(fallback) : fallback();
+      record(this, "copy_output", t);
       this.#say("Copied");
     }
 
@@ -454,14 +450,15 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
         const b = [...all(w.#s, "*")];
         (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some((b) => (b.focus(), w.#s.activeElement));
       };
-      relabel = (lang) => {
-        lang || dress(BAR.content);
-        for (const w of live) (!lang || w.#l == lang) && dress(w.#s, w.#l);
+      // relabel(language): the widgets in that language, or (none given) the template and every widget
+      relabel = (l) => {
+        l || dress(BAR.content);
+        for (const w of live) (!l || w.#l == l) && dress(w.#s, w.#l);
       };
       settle = (event, result) => {
         const w = owners.get(event.id), ok = result.status != "rejected";
-        if (!owners.delete(event.id)) return; // made in another tab, or on an earlier page
-        !ok && w.#e?.id == event.id && (w.#show(null, null, 1), w.#say("Feedback not sent"));
+        if (!owners.delete(event.id)) return; // made on an earlier page
+        ok || w.#e?.id != event.id || (w.#show(null, null, 1), w.#say("Feedback not sent"));
         emit(w, ok ? "delivered" : "error", { event, result });
       };
     }
@@ -478,10 +475,10 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
   W.feedbackBridge = {
     /** Change settings: endpoint, labels ({English text or reason code: label}), attach, tokenAttribute, prompt,
      * input, variant (of auto-attached widgets), retry and retryMax (the backoff's first and longest delay, ms). */
-    configure(settings) {
-      Object.assign(cfg, settings);
-      settings.labels && relabel();
-      (settings.attach || settings.tokenAttribute) && attach();
+    configure(s) {
+      Object.assign(cfg, s);
+      s.labels && relabel();
+      (s.attach || s.tokenAttribute) && attach();
       return cfg;
     },
     /** Send what is queued now, without waiting out a retry delay; resolves when the sender is idle. */
