@@ -171,7 +171,9 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   };
   on(W, "pagehide", leave);
   on(W, "visibilitychange", () => D.hidden && leave());
-  on(W, "online", () => { retryAt = 0; pump(); });
+  // Send what is queued now, without waiting out a retry delay (when back online, or asked to).
+  const flush = () => (retryAt = 0, pump());
+  on(W, "online", flush);
   on(W, "storage", (e) => e.key == KEY && pump()); // another tab queued or released events
 
   // -- copies of answers and prompts, pastes into the chat input: one listener each for the whole document
@@ -225,21 +227,21 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // -- looks: one constructable stylesheet for every widget. The public --feedback-* variables are only read (at
   // the point of use), never set here, so set on the element or any ancestor they apply, over light and dark
   // defaults (AA contrast with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless
-  // the theme attribute fixes one. The private --a is the accent (pressed thumbs, chosen stars, focus ring).
-  // Borders are the text colour. The thumb and copy icons are SVG masks painted in the text colour; the stars
+  // the theme attribute fixes one. The accent marks pressed thumbs and chosen stars; borders and the focus
+  // ring are the text colour. The thumb and copy icons are SVG masks painted in the text colour; the stars
   // are native radio buttons drawn as a glyph.
   const icon = (path) => "url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 24 24\">\
 <path d=\"" + path + "\"/></svg>') 0/contain";
   const sheet = new CSSStyleSheet();
-  sheet.replaceSync(":host{color-scheme:light dark;--a:var(--feedback-accent,light-dark(#0b57d0,#a8c7fa));\
-display:block;min-height:2.3rem}\
+  sheet.replaceSync(":host{color-scheme:light dark;display:block;min-height:2.3rem}\
 :host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
 *{font:inherit;color:inherit;background:var(--feedback-bg,light-dark(#fff,#1f1f1f));border:1px solid;\
 border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;\
 gap:.3rem}div,input{padding:0;border:0;background:0}span{border:0}\
 [part=bar]{color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
 button,input{height:2rem;cursor:pointer}\
-:focus-visible{outline:2px solid var(--a);outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--a)}\
+:focus-visible{outline:2px solid;outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--feedback-accent,\
+light-dark(#0b57d0,#a8c7fa))}\
 [data-v]:before,[data-c]:before{content:'';display:block;padding:.5rem;background:currentColor;-webkit-mask:" +
     icon("M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z") +
     "}[data-v=down]:before{rotate:180deg}[data-c]:before{-webkit-mask:" + icon("M8 8h12v12H8zM4 4h12v2H6v10H4z") +
@@ -482,10 +484,7 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
       return cfg;
     },
     /** Send what is queued now, without waiting out a retry delay; resolves when the sender is idle. */
-    flush() {
-      retryAt = 0;
-      return pump();
-    },
+    flush,
   };
   FeedbackWidgetElement.define();
   attach();
