@@ -49,7 +49,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
     for (const n of all(r, "[data-a]")) n.title = n.ariaLabel = n.placeholder = label(l, n.dataset.a).replace("{n}", n.value);
   };
   // Text events carry 1-10,000 characters; never cut a surrogate pair in half (the server refuses lone halves).
-  const clip = (t) => t.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
+  const clip = t => t.slice(0, 1e4).replace(/[\ud800-\udbff]$/, "");
   // emit(element, name, detail): a feedback-widget:{name} event, from the element while it is in the page.
   const emit = (w, name, detail) => (w?.isConnected ? w : D).dispatchEvent(
     new CustomEvent(TAG + ":" + name, { bubbles: true, composed: true, detail }));
@@ -57,7 +57,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames). get(key), put(key, value)
   let store, mem = {};
   try { store = localStorage; } catch {}
-  const get = (k) => {
+  const get = k => {
     if (store) try { return JSON.parse(store.getItem(k)); } catch { store = 0; }
     return mem[k];
   };
@@ -67,7 +67,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
     v = JSON.stringify(v);
     if (store) try { v == store.getItem(k) || store.setItem(k, v); } catch { store = 0; }
   };
-  const stateKey = (token) => "feedback-bridge:state:v1:" + token;
+  const stateKey = token => "feedback-bridge:state:v1:" + token;
 
   // -- the queue: [{e: event, o: the page that made it, f: 1 while a request carries it}], oldest first; `i` is
   // an item of it throughout. A page sends its own events, and those of pages that are gone (reloaded, closed):
@@ -78,14 +78,14 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   const unsaved = []; // made here, not yet in the stored queue: the sender moves them, under the lock
   const TAB = uid();
   // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
-  const locked = (f) => N.locks ? N.locks.request(KEY, f).catch(f) : f();
+  const locked = f => N.locks ? N.locks.request(KEY, f).catch(f) : f();
   N.locks?.request(KEY + TAB, () => new Promise(() => {}));
   // Ids this page had answered. A tab writing back a stale copy of the queue (the lock serialises senders, not
   // localStorage's propagation between processes) can bring answered events back: they are never taken again.
   // `queue(1)` drops the request marks (under the lock no request is out: marks left by a tab that died
   // mid-request are stale).
   const sent = new Set();
-  const queue = (clean) => (get(KEY) || []).filter((i) => !sent.has(i.e.id)).map((i) => clean ? { e: i.e, o: i.o } : i);
+  const queue = clean => (get(KEY) || []).filter(i => !sent.has(i.e.id)).map(i => clean ? { e: i.e, o: i.o } : i);
   // take(queue, live): the events this page may send that fit one request (100 events, the 64 KiB budget of
   // keepalive and beacons), oldest first, stopping at one that a request may be carrying right now; `live`: the
   // pages alive (none: only this page's). Another page's events wait: a look again in 2 s sends them if that page
@@ -127,8 +127,8 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   const send = async () => {
     while (again) {
       again = 0;
-      const live = new Set((await N.locks?.query())?.held.map((l) => l.name)),
-        q = [...queue(1), ...unsaved.splice(0)], b = take(q, live), events = b.map((i) => i.e);
+      const live = new Set((await N.locks?.query())?.held.map(l => l.name)),
+        q = [...queue(1), ...unsaved.splice(0)], b = take(q, live), events = b.map(i => i.e);
       // `online` or the retry timer pumps again
       if (!b[0] || !N.onLine || Date.now() < retryAt) return put(KEY, q);
       for (const i of b) i.f = 1;
@@ -164,7 +164,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // or another tab).
   const leave = () => {
     const q = [...queue(), ...unsaved.splice(0)];
-    for (let b; N.onLine && (b = take(q))[0] && N.sendBeacon(cfg.endpoint, JSON.stringify({ events: b.map((i) => i.e) }));) {
+    for (let b; N.onLine && (b = take(q))[0] && N.sendBeacon(cfg.endpoint, JSON.stringify({ events: b.map(i => i.e) }));) {
       q.splice(0, b.length);
     }
     put(KEY, q);
@@ -174,14 +174,14 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // Send what is queued now, without waiting out a retry delay (when back online, or asked to).
   const flush = () => (retryAt = 0, pump());
   on(W, "online", flush);
-  on(W, "storage", (e) => e.key == KEY && pump()); // another tab queued or released events
+  on(W, "storage", e => e.key == KEY && pump()); // another tab queued or released events
 
   // -- copies of answers and prompts, pastes into the chat input: one listener each for the whole document
   const answers = new WeakMap(); // answer element -> its widget
   let copying; // set while the copy button's execCommand fallback copies: that is no user copy
   // record(widget, type, text)
   const record = (w, type, text) => w?.token && enqueue({ type, token: w.token, text }, w);
-  on(D, "copy", (e) => {
+  on(D, "copy", e => {
     const s = getSelection(), t = clip("" + s);
     // Not a copy inside a widget (its comment box) or a text field.
     if (copying || !t.trim() || e.target.closest(TAG + ",input,textarea")) return;
@@ -189,12 +189,12 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
       if (answers.has(n)) return record(answers.get(n), "copy_output", t);
       if (n.matches?.(cfg.prompt)) {
         // A prompt's copy counts for its answer: the first assistant message after it, once it has its widget.
-        const m = [...all(D, cfg.attach || TAG)].find((m) => n.compareDocumentPosition(m) & 4);
+        const m = [...all(D, cfg.attach || TAG)].find(m => n.compareDocumentPosition(m) & 4);
         return record(answers.get(m) || m, "copy_input", t);
       }
     }
   }, true);
-  on(D, "paste", (e) => {
+  on(D, "paste", e => {
     const t = clip(e.clipboardData.getData("text/plain")), w = all(D, TAG + "[token]");
     // A paste into the chat input counts for the latest answer.
     t && e.target.closest?.(cfg.input) && record(w[w.length - 1], "paste", t);
@@ -208,13 +208,13 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
     const sel = cfg.attach, name = cfg.tokenAttribute;
     const give = (m, token = m.getAttribute(name), w = answers.get(m)) => token && (w?.answer == m ? w.token = token :
       m.append(Object.assign(D.createElement(TAG), { token, answer: m }, cfg.variant && { variant: cfg.variant })));
-    const scan = (n) => {
+    const scan = n => {
       n.matches?.(sel) && give(n);
       for (const m of n.querySelectorAll?.(sel) || []) give(m);
     };
     observer?.disconnect();
     if (!sel) return;
-    observer = new MutationObserver((records) => {
+    observer = new MutationObserver(records => {
       for (const r of records) {
         if (r.type[0] == "a") r.target.matches(sel) && give(r.target); // the token attribute changed
         else r.addedNodes.forEach(scan);
@@ -230,7 +230,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // the theme attribute fixes one. The accent marks pressed thumbs and chosen stars; borders and the focus
   // ring are the text colour. The thumb and copy icons are SVG masks painted in the text colour; the stars
   // are native radio buttons drawn as a glyph.
-  const icon = (path) => "url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 24 24\">\
+  const icon = path => "url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 24 24\">\
 <path d=\"" + path + "\"/></svg>') 0/contain";
   const sheet = new CSSStyleSheet();
   sheet.replaceSync(":host{color-scheme:light dark;display:block;min-height:2.3rem}\
@@ -254,7 +254,7 @@ fieldset,textarea{flex-basis:100%;margin:0;padding:.5rem}textarea{height:4rem}")
   const BAR = D.createElement("template");
   BAR.innerHTML = "<div part=bar><button part='button up' data-v=up data-a='Thumbs up' aria-pressed=false></button>\
 <button part='button down' data-v=down data-a='Thumbs down' aria-pressed=false></button><div role=radiogroup \
-part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map((n) => "<input type=radio name=r part=star data-a='{n} out of 5' value=" +
+part=rating data-a=Rating>" + [1, 2, 3, 4, 5].map(n => "<input type=radio name=r part=star data-a='{n} out of 5' value=" +
     n + ">").join("") + "</div><button part='button copy' data-c=1 data-a='Copy answer'></button><span role=status \
 part=status></span></div>";
   dress(BAR.content);
@@ -262,14 +262,14 @@ part=status></span></div>";
   const live = new Set(); // connected rendered widgets
   // Rendering and asking for the stored state wait until a widget is near the viewport (a screen's height away,
   // inside scrolling boxes too): a long transcript costs little to attach and makes no burst of requests.
-  const visible = new IntersectionObserver((entries) => {
+  const visible = new IntersectionObserver(entries => {
     for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), render(e.target));
   }, { rootMargin: "100%", scrollMargin: "100%" });
   let burst = 0; // widgets connected unrendered in this microtask
   let render, enter, settle, relabel; // element internals for the code above, set in the class's static block
   // An idle widget is a tab stop: focus renders it and goes on into it (backwards: to its last button), so the
   // keyboard never skips one.
-  on(D, "focusin", (e) => enter(e.composedPath()[0], e.relatedTarget), true);
+  on(D, "focusin", e => enter(e.composedPath()[0], e.relatedTarget), true);
 
   class FeedbackWidgetElement extends HTMLElement {
     static observedAttributes = ["token"];
@@ -355,7 +355,7 @@ part=status></span></div>";
     /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
     #render(near) {
       // s: the shadow root, t: the token, l: the language, j: JSON from the server
-      const s = this.#s, t = this.token, stored = t && get(stateKey(t)), json = (r) => r.json();
+      const s = this.#s, t = this.token, stored = t && get(stateKey(t)), json = r => r.json();
       live.add(this);
       if (this.#l == null) {
         const l = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
@@ -365,15 +365,15 @@ part=status></span></div>";
         on(s, "keydown", this);
         // Labels still being fetched (a promise) dress in English; they relabel when they come.
         if (l in LANGS) LANGS[l] ||= fetch(new URL("widget/i18n/" + l + ".json", cfg.endpoint))
-          .then(json).then((j) => relabel(l, LANGS[l] = j)).catch(() => {}), dress(s, l);
+          .then(json).then(j => relabel(l, LANGS[l] = j)).catch(() => {}), dress(s, l);
       }
       this.#t || this.#show(stored?.v, stored?.r);
       if (t && this.#f != t) {
         if (!near) return visible.observe(this);
         this.#f = t;
         // Events still queued for this message are newer than what the server has.
-        fetch(new URL("state?token=" + encodeURIComponent(t), cfg.endpoint)).then(json).then((j) =>
-          t == this.token && !this.#t && "vote" in j && ![...unsaved, ...queue()].some((i) => i.e.token == t) &&
+        fetch(new URL("state?token=" + encodeURIComponent(t), cfg.endpoint)).then(json).then(j =>
+          t == this.token && !this.#t && "vote" in j && ![...unsaved, ...queue()].some(i => i.e.token == t) &&
           this.#show(j.vote, j.rating, 1)).catch(() => this.#f = 0);
       }
     }
@@ -396,7 +396,7 @@ part=status></span></div>";
       const p = this.#p = D.createElement("fieldset");
       this.#x = 0;
       p.part = "panel";
-      p.innerHTML = "<legend data-k='Tell us more'></legend>" + reasons.map((r) => "<button part=reason data-r=" + r +
+      p.innerHTML = "<legend data-k='Tell us more'></legend>" + reasons.map(r => "<button part=reason data-r=" + r +
         " data-k=" + r + " aria-pressed=false></button>").join("") + "<textarea part=comment maxlength=1000 \
 data-a='Comment (optional)'></textarea><span part=counter>0/1000</span><button part='button send' \
 data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
@@ -444,16 +444,16 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
     }
 
     static {
-      render = (w) => w.#render(1);
+      render = w => w.#render(1);
       // Focus goes to the first element that takes it (from below: the last); hidden ones and containers do not.
       enter = (w, from) => {
         if (!(#s in w) || w.#l != null) return;
         w.#render(1);
         const b = [...all(w.#s, "*")];
-        (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some((b) => (b.focus(), w.#s.activeElement));
+        (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some(b => (b.focus(), w.#s.activeElement));
       };
       // relabel(language): the widgets in that language, or (none given) the template and every widget
-      relabel = (l) => {
+      relabel = l => {
         l || dress(BAR.content);
         for (const w of live) (!l || w.#l == l) && dress(w.#s, w.#l);
       };
