@@ -54,20 +54,20 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   const emit = (w, name, detail) => (w?.isConnected ? w : D).dispatchEvent(
     new CustomEvent(TAG + ":" + name, { bubbles: true, composed: true, detail }));
 
-  // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames). get(key), put(key, value)
+  // -- storage: localStorage, else memory (private modes, full quotas, sandboxed frames): once storage fails (or
+  // is not there: `store` is not an object), memory only. get(key), put(key, value)
   let store, mem = {};
   try { store = localStorage; } catch {}
   const get = k => {
-    if (store) try { return JSON.parse(store.getItem(k)); } catch { store = 0; }
-    return mem[k];
+    try { return JSON.parse(store.getItem(k)); } catch { store = 0; return mem[k]; }
   };
   // Writes only what changed: each write wakes the other tabs (a `storage` event).
   const put = (k, v) => {
     mem[k] = v;
     v = JSON.stringify(v);
-    if (store) try { v == store.getItem(k) || store.setItem(k, v); } catch { store = 0; }
+    try { v == store.getItem(k) || store.setItem(k, v); } catch { store = 0; }
   };
-  const stateKey = token => "feedback-bridge:state:v1:" + token;
+  const STATE = "feedback-bridge:state:v1:"; // + token: the choice shown on a message
 
   // -- the queue: [{e: event, o: the page that made it, f: 1 while a request carries it}], oldest first; `i` is
   // an item of it throughout. A page sends its own events, and those of pages that are gone (reloaded, closed):
@@ -77,8 +77,6 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   const owners = new Map(); // event id -> the element that made it (it gets the delivered or error event)
   const unsaved = []; // made here, not yet in the stored queue: the sender moves them, under the lock
   const TAB = uid();
-  // Without Web Locks (insecure origins, old browsers) the server's de-duplication is all that is left.
-  const locked = f => N.locks ? N.locks.request(KEY, f).catch(f) : f();
   N.locks?.request(KEY + TAB, () => new Promise(() => {}));
   // Ids this page had answered. A tab writing back a stale copy of the queue (the lock serialises senders, not
   // localStorage's propagation between processes) can bring answered events back: they are never taken again.
@@ -121,7 +119,10 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   let running, again, retryAt = 0, tries = 0, timer;
   const pump = () => {
     again = 1;
-    return running ||= locked(send).catch(() => {}).finally(() => { running = 0; again && pump(); });
+    // Under the Web Lock (without Web Locks: insecure origins, old browsers, the server's de-duplication is all
+    // that is left).
+    return running ||= (N.locks ? N.locks.request(KEY, send).catch(send) : send()).catch(() => {})
+      .finally(() => { running = 0; again && pump(); });
   };
   // One round: q the queue, b the batch taken from it, r the response, j its body.
   const send = async () => {
@@ -302,8 +303,7 @@ part=status></span></div>";
     // token, variant and theme: attribute-backed properties, defined after the class.
 
     connectedCallback() {
-      this.answer ||= this.previousElementSibling;
-      this.answer && answers.set(this.answer, this);
+      (this.answer ||= this.previousElementSibling) && answers.set(this.answer, this);
       // Up to 10 widgets connected at once render now: a streamed message has its widget in its first frame. More
       // (a transcript attached, a page's widgets upgraded) stay idle, an empty host of the rendered size, until
       // they near the viewport or get focus.
@@ -349,13 +349,13 @@ part=status></span></div>";
       this.#r = r;
       for (const b of all(this.#s, "[data-v]")) b.ariaPressed = b.dataset.v == v;
       for (const b of all(this.#s, "input")) b.checked = b.value == r;
-      keep && put(stateKey(this.token), (v || r) && { v, r });
+      keep && put(STATE + this.token, (v || r) && { v, r });
     }
 
     /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
     #render(near) {
       // s: the shadow root, t: the token, l: the language, j: JSON from the server
-      const s = this.#s, t = this.token, stored = t && get(stateKey(t)), json = r => r.json();
+      const s = this.#s, t = this.token, stored = t && get(STATE + t), json = r => r.json();
       live.add(this);
       if (this.#l == null) {
         const l = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
