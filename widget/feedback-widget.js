@@ -229,25 +229,23 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   // the point of use), never set here, so set on the element or any ancestor they apply, over light and dark
   // defaults (AA contrast with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless
   // the theme attribute fixes one. The accent marks pressed thumbs and chosen stars; borders and the focus
-  // ring are the text colour. The thumb and copy icons are SVG masks painted in the text colour; the stars
+  // ring are the text colour. The thumb and copy icons are polygons (clip-path) painted in the text colour; the stars
   // are native radio buttons drawn as a glyph.
-  const icon = path => "url('data:image/svg+xml,<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 24 24\">\
-<path d=\"" + path + "\"/></svg>') 0/contain";
   const sheet = new CSSStyleSheet();
   sheet.replaceSync(":host{color-scheme:light dark;display:block;min-height:2.3rem}\
 :host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
 *{font:inherit;color:inherit;background:var(--feedback-bg,light-dark(#fff,#1f1f1f));border:1px solid;\
 border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;\
-gap:.3rem}div,input{padding:0;border:0;background:0}span{border:0}\
-[part=bar]{color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
+gap:.3rem;color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
+div,input{padding:0;border:0;background:0}span{border:0}\
 button,input{height:2rem;cursor:pointer}\
 :focus-visible{outline:2px solid;outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--feedback-accent,\
 light-dark(#0b57d0,#a8c7fa))}\
-[data-v]:before,[data-c]:before{content:'';display:block;padding:.5rem;background:currentColor;-webkit-mask:" +
-    icon("M1 9h4v12H1zm6 0 5-8c2 0 3 1 3 3v4h6c1 0 2 1 2 2l-2 9c0 1-1 2-2 2H7z") +
-    "}[data-v=down]:before{rotate:180deg}[data-c]:before{-webkit-mask:" + icon("M8 8h12v12H8zM4 4h12v2H6v10H4z") +
-    "}input{appearance:none;margin:0 .2rem;font-size:1.3rem}input:before{content:'★'}\
-:host([hidden]),:host(:not([variant=rating],[variant=both])) [role=radiogroup],:host([variant=rating]) [data-v]{display:none}\
+button[data-a]:before{content:'';display:block;padding:.5rem;background:currentColor;clip-path:polygon(0 40%,20% 40%,20% 100%,\
+27% 100%,27% 40%,50% 0,62% 4%,60% 35%,100% 35%,92% 100%,0 100%)}[data-v=down]:before{rotate:180deg}\
+button[data-c]:before{clip-path:polygon(33% 83%,33% 33%,83% 33%,83% 83%,33% 83%,17% 67%,17% 17%,67% 17%,67% 25%,25% 25%,25% 67%,\
+17% 67%)}input{appearance:none;margin:0 .2rem;font-size:1.3rem}input:before{content:'★'}\
+:host([hidden]),:host(:not([variant=rating],[variant=both])) [part=rating],:host([variant=rating]) [data-v]{display:none}\
 fieldset,textarea{flex-basis:100%;margin:0;padding:.5rem}textarea{height:4rem}");
 
   // The idle widget: one bar of 11 elements (thumbs, a 1-5 rating of native radio buttons, copy, a polite live
