@@ -356,7 +356,7 @@ part=status></span></div>";
       const s = this.#s, t = this.token, stored = t && get(STATE + t), json = r => r.json();
       live.add(this);
       if (this.#l == null) {
-        const l = this.#l = (this.closest("[lang]")?.getAttribute("lang") || "").slice(0, 2).toLowerCase();
+        const l = this.#l = (this.closest("[lang]")?.lang || "").slice(0, 2).toLowerCase();
         this.removeAttribute("tabindex");
         s.append(BAR.content.cloneNode(1));
         on(s, "click", this);
