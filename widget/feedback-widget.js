@@ -259,16 +259,9 @@ part=status></span></div>";
   dress(BAR.content);
 
   const live = new Set(); // connected rendered widgets
-  // Rendering and asking for the stored state wait until a widget is near the viewport (a screen's height away,
-  // inside scrolling boxes too): a long transcript costs little to attach and makes no burst of requests.
-  const visible = new IntersectionObserver(entries => {
-    for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), render(e.target));
-  }, { rootMargin: "100%", scrollMargin: "100%" });
   let burst = 0; // widgets connected unrendered in this microtask
-  let render, enter, settle, relabel; // element internals for the code above, set in the class's static block
-  // An idle widget is a tab stop: focus renders it and goes on into it (backwards: to its last button), so the
-  // keyboard never skips one.
-  on(D, "focusin", e => enter(e.composedPath()[0], e.relatedTarget), true);
+  // Element internals for the code around the class, set in its static block: `visible`, `settle`, `relabel`.
+  let visible, settle, relabel;
 
   class FeedbackWidgetElement extends HTMLElement {
     static observedAttributes = ["token"];
@@ -288,15 +281,9 @@ part=status></span></div>";
     #l; // the language of the labels (the closest `lang`); set once rendered
     #f; // the token whose stored state was asked for
     #t; // the user chose here: a stored state answering late must not overwrite that
-    #s; // the shadow root
-    /** @type {Element | null} the answer: set by auto-attach, else the element just before the widget */
-    answer = null;
-
-    constructor() {
-      super();
-      const s = this.#s = this.attachShadow({ mode: "open" });
-      s.adoptedStyleSheets = [sheet]; // the :host rules reserve the space before the content is rendered
-    }
+    // the shadow root (its :host rules reserve the space before the content is rendered)
+    #s = Object.assign(this.attachShadow({ mode: "open" }), { adoptedStyleSheets: [sheet] });
+    // `answer` (an Element): the answer, set by auto-attach, else the element just before the widget
 
     // token, variant and theme: attribute-backed properties, defined after the class.
 
@@ -442,14 +429,20 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
     }
 
     static {
-      render = w => w.#render(1);
-      // Focus goes to the first element that takes it (from below: the last); hidden ones and containers do not.
-      enter = (w, from) => {
+      // Rendering and asking for the stored state wait until a widget is near the viewport (a screen's height
+      // away, inside scrolling boxes too): a long transcript costs little to attach and makes no burst of requests.
+      visible = new IntersectionObserver(entries => {
+        for (const e of entries) e.isIntersecting && (visible.unobserve(e.target), e.target.#render(1));
+      }, { rootMargin: "100%", scrollMargin: "100%" });
+      // An idle widget is a tab stop: focus renders it and goes on into it, to the first element that takes it
+      // (from below: the last; hidden ones and containers do not), so the keyboard never skips one.
+      on(D, "focusin", e => {
+        const w = e.composedPath()[0], from = e.relatedTarget;
         if (!(#s in w) || w.#l != null) return;
         w.#render(1);
         const b = [...all(w.#s, "*")];
         (from && w.compareDocumentPosition(from) & 4 ? b.reverse() : b).some(b => (b.focus(), w.#s.activeElement));
-      };
+      }, true);
       // relabel(language): the widgets in that language, or (none given) the template and every widget
       relabel = l => {
         l || dress(BAR.content);
