@@ -6,7 +6,8 @@
  * and spaces but renames nothing, and the served script must stay under 5,000 bytes gzip -9 (English included):
  * hence short internal names, each explained where it is declared. Public names (the element, its attributes
  * and properties, `feedbackBridge`, the events, CSS variables and parts) are spelled out. Two rjsmin rules: no
- * template literal nested in another one (it eats spaces in the inner one), and none at all is simplest.
+ * template literal nested in another one (it eats spaces in the inner one), and none at all is simplest. The
+ * module form replaces the one `D.currentScript` (keep it the only one) with the module's URL.
  *
  * Delivery: each event gets a client-made id and time and joins ONE ordered queue in localStorage (in memory when
  * storage is unavailable) shared by the origin's tabs. The sender of a tab holds a Web Lock from reading the queue
@@ -196,7 +197,7 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
     }
   }, true);
   on(D, "paste", e => {
-    const t = clip(e.clipboardData.getData("text/plain")), w = all(D, TAG + "[token]");
+    const t = clip(e.clipboardData.getData("text")), w = all(D, TAG + "[token]");
     // A paste into the chat input counts for the latest answer.
     t && e.target.closest?.(cfg.input) && record(w[w.length - 1], "paste", t);
   }, true);
