@@ -1,4 +1,5 @@
-"""Test helpers shared by the suites: a scriptable recording provider and event builders."""
+"""Test helpers shared by the suites: a scriptable recording provider, event builders, posting events,
+reading the outbox and waiting for a condition."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from flask import Flask
+from sqlalchemy import select
+
 from feedback_bridge import ProviderAdapter, RetryableDeliveryError
+from feedback_bridge import db as fdb
 from feedback_bridge.providers import DeliveryContext
 from feedback_bridge.providers.log import LogAdapter
+from feedback_bridge.schema import outbox
 
 
 class RecordingAdapter(LogAdapter):
@@ -64,3 +71,29 @@ def event(kind: str, token: str | None, **fields: Any) -> dict[str, Any]:
     if token is not None:
         body["token"] = token
     return body
+
+
+def post_events(app: Flask, *events: dict[str, Any]) -> dict[str, Any]:
+    """POST ``events`` to the event API and insist every one was taken (accepted or duplicate)."""
+    response = app.test_client().post("/feedback/events", json={"events": list(events)})
+    assert response.status_code == 200 and response.json["rejected"] == 0, response.json
+    return response.json
+
+
+def outbox_rows(app: Flask, provider: str | None = None) -> list[dict[str, Any]]:
+    """The outbox, oldest first (of one provider when given)."""
+    query = select(outbox).order_by(outbox.c.id)
+    if provider:
+        query = query.where(outbox.c.provider == provider)
+    with fdb.read(app.extensions["feedback_bridge"].engine) as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds (for state no event announces, like outbox counts); fail after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

@@ -4,9 +4,8 @@ provider holds every message's final feedback, each sent once."""
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -14,7 +13,7 @@ from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
 from feedback_bridge.testing.local import LocalProviders
-from support import event
+from support import event, wait_until
 
 QUESTION, ANSWER = "How do I connect to the VPN?", "Open Northwind Connect and pick the Europe gateway."
 MESSAGES = 6
@@ -24,14 +23,6 @@ MESSAGES = 6
 def local() -> Iterator[LocalProviders]:
     with LocalProviders() as providers:
         yield providers
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.mark.parametrize("down", ["qbusiness", "qconnect"])

@@ -10,17 +10,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
 
 from conftest import register, runtime
-from feedback_bridge import db as fdb
 from feedback_bridge.models import Event, EventType, FeedbackState, Message
 from feedback_bridge.providers import DeliveryContext, Skip
 from feedback_bridge.providers.moveworks import MoveworksAdapter
 from feedback_bridge.providers.moveworks_tokens import ClientCredentials
-from feedback_bridge.schema import outbox
 from feedback_bridge.testing import MoveworksEmulator, MoveworksMessage
 from support import event
+from support import outbox_rows as rows
+from support import post_events as post
 
 TOKEN = "mw-static-token-5f0e1d2c3b4a"
 ASSISTANT = "acmecorp-conversations-rest-api"
@@ -51,17 +50,6 @@ def config(mw: MoveworksEmulator, **options: Any) -> dict[str, Any]:
 @pytest.fixture
 def app(make_app, mw: MoveworksEmulator) -> Flask:
     return make_app(FEEDBACK_PROVIDERS=config(mw))
-
-
-def post(app: Flask, *events: dict) -> dict:
-    response = app.test_client().post("/feedback/events", json={"events": list(events)})
-    assert response.status_code == 200 and response.json["rejected"] == 0, response.json
-    return response.json
-
-
-def rows(app: Flask) -> list[dict]:
-    with fdb.read(runtime(app).engine) as conn:
-        return [dict(r) for r in conn.execute(select(outbox).order_by(outbox.c.id)).mappings()]
 
 
 def deliver(app: Flask) -> list[dict]:

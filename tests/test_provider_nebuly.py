@@ -9,17 +9,16 @@ from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
 
 from conftest import register, runtime
-from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
 from feedback_bridge.models import Event, EventType, Message
 from feedback_bridge.providers import DeliveryContext, Skip
 from feedback_bridge.providers.nebuly import AMENDMENT_SKIP, RETRACT_SKIP, NebulyAdapter, nebuly_timestamp
-from feedback_bridge.schema import outbox
 from feedback_bridge.testing import NebulyEmulator
 from support import event
+from support import outbox_rows as rows
+from support import post_events as post
 
 KEY = "nb-key-1a2b3c4d5e6f7a8b"
 USER = "alice@example.com"
@@ -47,17 +46,6 @@ def config(nebuly: NebulyEmulator, **options: Any) -> dict[str, Any]:
 @pytest.fixture
 def app(make_app, nebuly: NebulyEmulator) -> Flask:
     return make_app(FEEDBACK_PROVIDERS=config(nebuly))
-
-
-def post(app: Flask, *events: dict) -> dict:
-    response = app.test_client().post("/feedback/events", json={"events": list(events)})
-    assert response.status_code == 200 and response.json["rejected"] == 0, response.json
-    return response.json
-
-
-def rows(app: Flask) -> list[dict]:
-    with fdb.read(runtime(app).engine) as conn:
-        return [dict(r) for r in conn.execute(select(outbox).order_by(outbox.c.id)).mappings()]
 
 
 def deliver(app: Flask, after: float = 0) -> list[dict]:

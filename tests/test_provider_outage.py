@@ -6,9 +6,8 @@ reaches the outbox, a blueprint response or the log."""
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -22,7 +21,8 @@ from feedback_bridge import outbox as ob
 from feedback_bridge.providers.nebuly import AMENDMENT_SKIP
 from feedback_bridge.schema import events, outbox
 from feedback_bridge.testing import MoveworksEmulator, NebulyEmulator
-from support import event
+from support import event, wait_until
+from support import outbox_rows as rows
 
 MW_TOKEN, ASSISTANT, NB_KEY = "mw-outage-token-0f1e2d3c", "acme-bot", "nb-outage-key-4b5a6978"
 CLIENT_ID, CLIENT_SECRET = "outage-client", "mw-client-secret-77aa88bb"
@@ -56,21 +56,6 @@ def providers(mw: MoveworksEmulator, nebuly: NebulyEmulator) -> dict[str, Any]:
         "moveworks": {"base_url": mw.base_url, "assistant_name": ASSISTANT, "token": MW_TOKEN, "timeout": TIMEOUT},
         "nebuly": {"api_key": NB_KEY, "base_url": nebuly.url, "timeout": TIMEOUT},
     }
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def rows(app: Flask, provider: str) -> list[dict]:
-    query = select(outbox).where(outbox.c.provider == provider).order_by(outbox.c.id)
-    with fdb.read(runtime(app).engine) as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def settled(app: Flask) -> bool:
