@@ -370,3 +370,11 @@ def test_retry_after_reads_seconds_and_http_dates():
     assert retry_after("7") == 7.0 and retry_after("0.5") == 0.5 and retry_after("-3") == 0.0
     assert retry_after(None) is None and retry_after("soon") is None
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+@pytest.mark.parametrize("method", ["OPTIONS", "TRACE", "GET"])
+def test_a_method_with_no_operation_is_an_unknown_operation_not_a_crash(qbusiness, method):
+    path = f"/applications/{APP}/conversations/{'c' * 36}/messages/{'m' * 36}/feedback"
+    response = requests.request(method, qbusiness.url + path, timeout=5)
+    assert (response.status_code, response.headers["x-amzn-ErrorType"]) == (404, "UnknownOperationException")
+    assert method in response.json()["message"]

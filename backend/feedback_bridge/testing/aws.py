@@ -27,6 +27,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.model import OperationModel
 from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from .._botocore_validation import Problem, service_model, validate
 from .server import EmulatorServer, json_response
@@ -34,7 +35,7 @@ from .server import EmulatorServer, json_response
 __all__ = ["AwsEmulator", "QBusinessEmulator", "QConnectEmulator"]
 
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^,\s]+),\s*SignedHeaders=([^,\s]+),\s*Signature=([0-9a-f]{64})")
-_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD"]
+_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 # How far X-Amz-Date may be from now: "a request must reach AWS within five minutes of the time stamp in the
 # request" (AWS SigV4 reference); 15 minutes is S3's allowance, not these services'.
 MAX_SKEW_SECONDS = 5 * 60
@@ -68,13 +69,17 @@ class AwsEmulator(EmulatorServer):
     def create_app(self) -> Flask:
         app = Flask(f"{self.service}-emulator")
 
-        @app.route("/", defaults={"rest": ""}, methods=_METHODS)
-        @app.route("/<path:rest>", methods=_METHODS)
+        # Every method reaches _dispatch (no automatic OPTIONS answer), which names what has no operation.
+        @app.route("/", defaults={"rest": ""}, methods=_METHODS, provide_automatic_options=False)
+        @app.route("/<path:rest>", methods=_METHODS, provide_automatic_options=False)
         def dispatch(rest: str) -> Response:
             return self._dispatch()
 
         @app.errorhandler(Exception)
         def crashed(exc: Exception) -> Response:  # a bug here must still answer as AWS would
+            if isinstance(exc, HTTPException):  # a method no route takes (TRACE...): no such operation
+                return self.error("UnknownOperationException", f"No operation at {request.method} {request.path}",
+                                  404)
             app.logger.exception("%s emulator failed", self.name)
             return self.error_response()
 
