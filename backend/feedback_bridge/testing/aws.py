@@ -30,7 +30,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .._botocore_validation import Problem, service_model, validate
-from .server import EmulatorServer, json_response
+from .server import EmulatorServer, json_response, retry_after_header
 
 __all__ = ["AwsEmulator", "QBusinessEmulator", "QConnectEmulator"]
 
@@ -220,8 +220,7 @@ class AwsEmulator(EmulatorServer):
         return json_response(body, 200, {"x-amzn-RequestId": str(uuid.uuid4())})
 
     def throttle_response(self, retry_after: float | None) -> Response:
-        headers = {"Retry-After": _seconds(retry_after)} if retry_after is not None else {}
-        return self.error("ThrottlingException", "Rate exceeded", self.throttle_status, headers)
+        return self.error("ThrottlingException", "Rate exceeded", self.throttle_status, retry_after_header(retry_after))
 
     def error_response(self) -> Response:
         return self.error(self.server_error, "We encountered an internal error. Please try again.", 500)
@@ -306,5 +305,3 @@ def _route(request_uri: str) -> re.Pattern[str]:
     return re.compile(regex)
 
 
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

@@ -30,7 +30,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .server import EmulatorServer, json_response
+from .server import EmulatorServer, json_response, retry_after_header
 
 API_PREFIX = "/rest/v1beta1"
 TOKEN_PATH = "/oauth/v1/token"
@@ -128,8 +128,7 @@ class MoveworksEmulator(EmulatorServer):
     # -- the vendor's spelling of faults -----------------------------------------------------------
 
     def throttle_response(self, retry_after: float | None) -> Response:
-        headers = {"Retry-After": _seconds(retry_after)} if retry_after is not None else {}
-        return _error(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded", headers)
+        return _error(429, "RATE_LIMIT_EXCEEDED", "Rate limit exceeded", retry_after_header(retry_after))
 
     def error_response(self) -> Response:
         return _error(500, "INTERNAL_ERROR", "Internal server error")
@@ -236,10 +235,6 @@ def _check_body(body: Any) -> str | None:
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
     return json_response({"error": {"code": code, "message": message}}, status, headers)
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 __all__ = ["MoveworksEmulator", "MoveworksMessage", "Submission", "new_id"]

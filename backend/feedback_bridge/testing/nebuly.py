@@ -26,7 +26,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from .server import EmulatorServer, json_response
+from .server import EmulatorServer, json_response, retry_after_header
 
 PATH = "/event-ingestion/api/v1/events/feedback"
 SLUGS = ("thumbs_up", "thumbs_down", "copy_input", "copy_output", "paste", "rating")
@@ -63,10 +63,7 @@ class NebulyEmulator(EmulatorServer):
             self.interactions.clear()
 
     def throttle_response(self, retry_after: float | None) -> Response:
-        headers = {}
-        if retry_after is not None:
-            headers["Retry-After"] = str(int(retry_after)) if float(retry_after).is_integer() else str(retry_after)
-        return json_response({"detail": "Too Many Requests"}, 429, headers)
+        return json_response({"detail": "Too Many Requests"}, 429, retry_after_header(retry_after))
 
     def error_response(self) -> Response:
         return json_response({"detail": "Internal Server Error"}, 500)

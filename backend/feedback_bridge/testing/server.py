@@ -226,3 +226,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     """A JSON response with exactly the given body (Flask's ``jsonify`` would sort and pretty-print)."""
     payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
     return Response(payload, status=status, headers=headers or {}, content_type="application/json")
+
+
+def retry_after_header(seconds: float | None) -> dict[str, str]:
+    """``{"Retry-After": "2"}`` (or ``"0.5"``) for a throttle answer; nothing when no delay is given."""
+    if seconds is None:
+        return {}
+    return {"Retry-After": str(int(seconds)) if float(seconds).is_integer() else str(seconds)}
