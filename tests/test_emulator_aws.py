@@ -20,7 +20,8 @@ from aws_support import ACCESS_KEY, CREDENTIALS, REGION, SECRET_KEY, signed_requ
 from feedback_bridge import testing
 from feedback_bridge._botocore_validation import Problem, operation_model, validate
 from feedback_bridge.exceptions import CredentialsError, PermanentDeliveryError, RetryableDeliveryError
-from feedback_bridge.providers.aws import classify, client_error, jsonable, redact, retry_after
+from feedback_bridge.providers.aws import classify, client_error, jsonable, redact
+from feedback_bridge.providers.http import retry_after_seconds as retry_after
 from feedback_bridge.testing import QBusinessEmulator, QConnectEmulator
 
 APP = "a1b2c3d4-0000-4000-8000-00000000000a"

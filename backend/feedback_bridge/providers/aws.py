@@ -13,7 +13,6 @@ import os
 import re
 import threading
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
 import boto3
@@ -38,6 +37,7 @@ from .._botocore_validation import operation_model, validate
 from ..exceptions import CredentialsError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from ..models import Message
 from .base import ProviderAdapter, Skip
+from .http import retry_after_seconds
 from .mapping import RatingThresholds
 
 logger = logging.getLogger(__name__)
@@ -156,19 +156,6 @@ def classify(status: int | None, code: str | None) -> type[DeliveryError]:
     return RetryableDeliveryError  # 408, 429, 5xx and anything unexpected: the outbox retries, then gives up
 
 
-def retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
 
 def client_error(exc: ClientError) -> DeliveryError:
     """The DeliveryError for an error answer: status, code, message, request id and modelled fields."""
@@ -185,7 +172,7 @@ def client_error(exc: ClientError) -> DeliveryError:
     text = f"{code} (HTTP {status}): {message or 'no message'}"
     kind = classify(status, code)
     if kind is RetryableDeliveryError:
-        wait = retry_after(meta.get("HTTPHeaders", {}).get("retry-after"))
+        wait = retry_after_seconds(meta.get("HTTPHeaders", {}).get("retry-after"))
         if wait is not None:
             record["retry_after"] = wait
         return RetryableDeliveryError(text, retry_after=wait, response=record)

@@ -19,7 +19,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 
-from ..exceptions import CredentialsError, PermanentDeliveryError, RetryableDeliveryError
+from ..exceptions import CredentialsError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 
 logger = logging.getLogger(__name__)
 
@@ -157,31 +157,31 @@ def request(
     secrets = tuple(secrets)
     try:
         response = session.request(method, url, timeout=timeout, allow_redirects=False, **kwargs)
-    except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-        raise RetryableDeliveryError(
-            f"{what} did not answer in time ({type(exc).__name__})", response={"error": type(exc).__name__}
-        ) from None
-    except requests.ConnectionError as exc:
-        raise RetryableDeliveryError(
-            f"{what} connection failed ({type(exc).__name__})", response={"error": type(exc).__name__}
-        ) from None
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as exc:
-        raise PermanentDeliveryError(f"{what} URL is invalid: {redact(str(exc), secrets)}") from None
-    except (requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError) as exc:
-        # Refused before sending, and the same every time. The message quotes the header: kept out.
-        raise PermanentDeliveryError(
-            f"{what} request could not be made ({type(exc).__name__})", response={"error": type(exc).__name__}
-        ) from None
-    except requests.RequestException as exc:
-        raise RetryableDeliveryError(
-            f"{what} request failed ({type(exc).__name__})", response={"error": type(exc).__name__}
-        ) from None
-    except ValueError as exc:  # http.client refusing a header: its message quotes the header, which may be secret
-        raise PermanentDeliveryError(
-            f"{what} request could not be made ({type(exc).__name__})", response={"error": type(exc).__name__}
-        ) from None
+    except (requests.RequestException, ValueError) as exc:
+        raise _transport_error(exc, what, secrets) from None
     return classify(response, secrets, what=what)
+
+
+_INVALID_URL = (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema, requests.exceptions.InvalidSchema)
+# First match wins. Timeout before ConnectionError (ConnectTimeout is both). A request refused before it was sent
+# (a header http.client or requests will not carry, a body that is not JSON) fails the same way every time, and its
+# message quotes the header, which may be secret: only the exception's type is kept.
+_TRANSPORT_ERRORS: tuple[tuple[tuple[type[Exception], ...], type[DeliveryError], str], ...] = (
+    ((requests.Timeout,), RetryableDeliveryError, "did not answer in time"),
+    ((requests.ConnectionError,), RetryableDeliveryError, "connection failed"),
+    ((requests.exceptions.InvalidHeader, requests.exceptions.InvalidJSONError), PermanentDeliveryError,
+     "request could not be made"),
+    ((requests.RequestException,), RetryableDeliveryError, "request failed"),
+    ((ValueError,), PermanentDeliveryError, "request could not be made"),  # http.client refusing a header
+)
+
+
+def _transport_error(exc: Exception, what: str, secrets: tuple[str, ...]) -> DeliveryError:
+    if isinstance(exc, _INVALID_URL):
+        return PermanentDeliveryError(f"{what} URL is invalid: {redact(str(exc), secrets)}")
+    # request() catches only RequestException and ValueError, so some row always matches.
+    error, words = next((e, w) for kinds, e, w in _TRANSPORT_ERRORS if isinstance(exc, kinds))
+    return error(f"{what} {words} ({type(exc).__name__})", response={"error": type(exc).__name__})
 
 
 def _error_hint(record: dict[str, Any]) -> str:
