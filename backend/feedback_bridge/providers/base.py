@@ -8,7 +8,7 @@ narrow :class:`~feedback_bridge.exceptions.DeliveryError` subclasses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -33,6 +33,19 @@ class DeliveryContext:
     state: FeedbackState | None = None  # "state" providers
     event: Event | None = None  # "event" providers
     amendments: tuple[Event, ...] = field(default_factory=tuple)  # merged into a pending vote
+
+    def amended_event(self) -> Event:
+        """``event`` with its merged amendments applied, oldest first: each adds what it gives, and leaves
+        the rest (as the feedback state does). For "event" deliveries only."""
+        event = self.event
+        if event is None:
+            raise ValueError("a state delivery has no event to amend")
+        for amendment in self.amendments:
+            event = replace(
+                event, reason=amendment.reason if amendment.reason is not None else event.reason,
+                comment=amendment.comment if amendment.comment is not None else event.comment,
+            )
+        return event
 
 
 class ProviderAdapter:

@@ -36,7 +36,7 @@ class LogAdapter(ProviderAdapter):
         if context.state is not None:
             request["state"] = _state_dict(context.state)
         if context.event is not None:
-            event = context.event
+            event = context.amended_event()
             request["event"] = {
                 "id": event.event_id,
                 "type": str(event.type),
@@ -46,10 +46,6 @@ class LogAdapter(ProviderAdapter):
                 "text": event.text,
                 "occurred_at": event.occurred_at.isoformat(),
             }
-            for amendment in context.amendments:  # each adds what it gives, and leaves the rest
-                request["event"].update(
-                    {k: v for k, v in (("reason", amendment.reason), ("comment", amendment.comment)) if v is not None}
-                )
         return request
 
     def send(self, request: dict[str, Any]) -> dict[str, Any]:

@@ -87,11 +87,8 @@ class NebulyAdapter(ProviderAdapter):
         if event.type is EventType.RATING:
             feedback["value"] = event.value  # "use the field value instead of the text field"
         elif event.type in (EventType.THUMBS_UP, EventType.THUMBS_DOWN):
-            reason, comment = event.reason, event.comment
-            for amendment in context.amendments:  # each adds what it gives, and leaves the rest
-                reason = amendment.reason if amendment.reason is not None else reason
-                comment = amendment.comment if amendment.comment is not None else comment
-            text = feedback_text(reason, comment)
+            amended = context.amended_event()
+            text = feedback_text(amended.reason, amended.comment)
             if text:
                 feedback["text"] = text
         else:
