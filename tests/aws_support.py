@@ -1,5 +1,5 @@
-"""Helpers for the Amazon Q suites: fake credentials boto3 signs with, the full event path, outbox rows, and
-raw SigV4-signed requests for the emulators' strictness tests."""
+"""Helpers for the Amazon Q suites: fake credentials boto3 signs with, the full event path, and raw SigV4-signed
+requests for the emulators' strictness tests."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from flask import Flask
-from sqlalchemy import select
 
 from conftest import runtime
-from feedback_bridge import db as fdb
 from feedback_bridge.providers import aws
-from feedback_bridge.schema import outbox
+from support import outbox_rows, post_events
 
 ACCESS_KEY = "AKIAFEEDBACKBRIDGE01"
 SECRET_KEY = "fake-secret-key-for-the-emulators"
@@ -40,25 +38,11 @@ def use_fake_credentials(monkeypatch: pytest.MonkeyPatch, secret: str = SECRET_K
         aws.forget_clients()  # cached clients hold the credentials they were created with
 
 
-def post(app: Flask, *events: dict[str, Any]) -> dict[str, Any]:
-    response = app.test_client().post("/feedback/events", json={"events": list(events)})
-    assert response.status_code == 200, response.json
-    return response.json
-
-
-def rows(app: Flask, provider: str | None = None) -> list[dict[str, Any]]:
-    query = select(outbox).order_by(outbox.c.id)
-    if provider:
-        query = query.where(outbox.c.provider == provider)
-    with fdb.read(runtime(app).engine) as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
-
-
 def deliver(app: Flask, *events: dict[str, Any]) -> list[dict[str, Any]]:
     """POST the events, run the worker until nothing is due, return the outbox."""
-    post(app, *events)
+    post_events(app, *events)
     runtime(app).worker.drain()
-    return rows(app)
+    return outbox_rows(app)
 
 
 def signed_request(method: str, url: str, body: Any = None, *, service: str, secret: str = SECRET_KEY,

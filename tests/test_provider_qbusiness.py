@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from aws_support import ACCESS_KEY, CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, post, rows, use_fake_credentials
+from aws_support import ACCESS_KEY, CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, use_fake_credentials
 from conftest import register, runtime
 from feedback_bridge import ConfigurationError, RetryableDeliveryError
 from feedback_bridge.models import EventType, FeedbackState
@@ -21,6 +21,8 @@ from feedback_bridge.providers.mapping import RatingThresholds
 from feedback_bridge.providers.qbusiness import NO_DELETE, QBusinessAdapter, clean_comment, put_feedback_params
 from feedback_bridge.testing import QBusinessEmulator
 from support import event
+from support import outbox_rows as rows
+from support import post_events as post
 
 APP_ID = "a1b2c3d4-0000-4000-8000-00000000000a"
 OTHER_APP = "b1b2c3d4-0000-4000-8000-00000000000b"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from aws_support import CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, post, rows, use_fake_credentials
+from aws_support import CREDENTIALS, FAST, REGION, SECRET_KEY, deliver, use_fake_credentials
 from conftest import register, runtime
 from feedback_bridge import ConfigurationError, RetryableDeliveryError
 from feedback_bridge.models import Event, EventType, FeedbackState, Message
@@ -19,6 +19,8 @@ from feedback_bridge.providers.mapping import RatingThresholds
 from feedback_bridge.providers.qconnect import NO_DELETE, NOTHING_NEW, QConnectAdapter, put_feedback_params
 from feedback_bridge.testing import QConnectEmulator
 from support import event
+from support import outbox_rows as rows
+from support import post_events as post
 
 ASSISTANT = "5a1e0c4e-7a2b-4c3d-9e8f-0123456789ab"
 ASSISTANT_ARN = f"arn:aws:wisdom:{REGION}:123456789012:assistant/{ASSISTANT}"
