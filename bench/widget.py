@@ -48,7 +48,7 @@ ATTACH = """async () => {
     for (const w of widgets) {
       const r = w.getBoundingClientRect();
       if (r.top >= innerHeight) return true;
-      if (r.bottom > 0 && !w.shadowRoot.firstChild) return false;
+      if (r.bottom > 0 && !w.shadowRoot?.firstChild) return false;
     }
     return true;
   };
@@ -61,7 +61,7 @@ ATTACH = """async () => {
 SCROLL = """async () => {
   for (let i = 0; i < 2; i++) await new Promise((idle) => requestIdleCallback(idle));  // the first screen's /state
   const rendered = () => [...document.querySelectorAll('feedback-widget')]
-    .filter((w) => w.shadowRoot.firstChild).length;
+    .filter((w) => w.shadowRoot?.firstChild).length;
   const before = rendered();
   scrollBy(0, innerHeight);
   // The scroll is rendered in the next frame, the IntersectionObserver's callback runs after it.
@@ -80,7 +80,7 @@ STREAM = """async (count) => {
     log.append(m);
     await null;  // the MutationObserver callback (a microtask) runs before this continues
     times.push(performance.now() - t0);
-    if (!m.querySelector('feedback-widget')?.shadowRoot.firstChild) throw new Error('no widget in the same task');
+    if (!m.querySelector('feedback-widget')?.shadowRoot?.firstChild) throw new Error('no widget in the same task');
   }
   return times;
 }"""

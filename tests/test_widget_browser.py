@@ -281,11 +281,15 @@ def test_light_and_dark_themes(site: Site, browser):
     context = browser.new_context(color_scheme="dark")
     page = context.new_page()
     page.goto(url)
-    page.wait_for_function("document.querySelectorAll('feedback-widget')[1].shadowRoot.firstChild")
+    page.wait_for_function("document.querySelectorAll('feedback-widget')[1].shadowRoot?.firstChild")
     colours = page.evaluate("[...document.querySelectorAll('feedback-widget')].map(w => "
                             "getComputedStyle(w.shadowRoot.querySelector('button')).backgroundColor)")
+    # The system's own page colour (Canvas) of each scheme, as this browser paints it.
+    canvas = page.evaluate("['dark', 'light'].map(scheme => { const probe = document.createElement('div'); "
+                           "probe.style = 'color-scheme:' + scheme + ';background:Canvas'; document.body.append(probe); "
+                           "return getComputedStyle(probe).backgroundColor; })")
     context.close()
-    assert colours == ["rgb(31, 31, 31)", "rgb(255, 255, 255)"]
+    assert colours == canvas and canvas[0] != canvas[1] and canvas[1] == "rgb(255, 255, 255)"
 
 
 @pytest.mark.parametrize("lang", ["de", "fr", "es", "ja"])
@@ -299,6 +303,17 @@ def test_labels_follow_the_pages_language(site: Site, page: Page, lang: str):
     expect(page.get_by_role("status")).to_have_text(labels["Thanks for your feedback"])
     expect(page.get_by_role("button", name=labels["NOT_COMPLETE"])).to_be_visible()
     expect(page.get_by_role("textbox", name=labels["Comment (optional)"])).to_be_visible()
+
+
+def test_a_language_the_bridge_does_not_have_falls_back_to_english(site: Site, page: Page):
+    body, tokens = answers(site, 1)
+    asked: list[int] = []
+    page.on("response", lambda r: "/widget/i18n/" in r.url and asked.append(r.status))
+    page.goto(site.page(body, lang="it"))
+    page.get_by_role("button", name="Thumbs down", exact=True).click()
+    expect(page.get_by_role("button", name="Not complete")).to_be_visible()
+    seen(page, "delivered")
+    assert asked == [404] and site.state(tokens[0])["vote"] == "down"
 
 
 def test_any_label_can_be_overridden(site: Site, page: Page):
@@ -365,7 +380,7 @@ def many(site: Site, count: int, between: str = "") -> tuple[str, list[str]]:
                    for n, t in enumerate(tokens)), tokens
 
 
-RENDERED = "(w => !!w.shadowRoot.firstChild)(document.querySelectorAll('feedback-widget')[{index}])"
+RENDERED = "(w => !!w.shadowRoot?.firstChild)(document.querySelectorAll('feedback-widget')[{index}])"
 
 
 def test_a_widget_far_below_renders_when_scrolled_into_view_without_shifting(site: Site, page: Page):

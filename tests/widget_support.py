@@ -57,12 +57,13 @@ class Site:
     def token(self, message_id: str, **kwargs: Any) -> str:
         return register(self.app, message_id=message_id, **kwargs)
 
-    def page(self, body: str, *, lang: str = "en", head: str = "", script: str = "") -> str:
+    def page(self, body: str, *, lang: str = "en", head: str = "", script: str = "",
+             src: str = "/feedback/widget.js") -> str:
         """Serve an HTML page (the widget script tag with `script` as its extra attributes); return its URL."""
         name = f"p{len(self.pages)}"
         self.pages[name] = (
             f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8"><title>chat</title>{head}'
-            f'<script src="/feedback/widget.js" defer {script}></script>{RECORDER}</head><body>{body}</body></html>'
+            f'<script src="{src}" defer {script}></script>{RECORDER}</head><body>{body}</body></html>'
         )
         return f"{self.url}{name}"
 

@@ -1,13 +1,13 @@
 /* feedback-bridge widget: <feedback-widget token="..."> collects feedback on one AI answer.
  *
- * One dependency-free file, no build step. Load it as a classic script (`<script src=".../feedback/widget.js"
- * defer>`) or import the module form the bridge also serves (`import {FeedbackWidgetElement} from
- * ".../feedback/widget.mjs"`: this code with exports). The bridge minifies it with rjsmin, which strips comments
- * and spaces but renames nothing, and the served script must stay under 5,000 bytes gzip -9 (English included):
- * hence short internal names, each explained where it is declared. Public names (the element, its attributes
- * and properties, `feedbackBridge`, the events, CSS variables and parts) are spelled out. Two rjsmin rules: no
- * template literal nested in another one (it eats spaces in the inner one), and none at all is simplest. The
- * module form replaces the one `D.currentScript` (keep it the only one) with the module's URL.
+ * One dependency-free file that runs as it is, no build step needed. The bridge serves its build by terser,
+ * feedback-widget.min.js beside it (after a change here: `npm run build` in this folder; a test checks that the
+ * committed build is this file's), which must stay under 5,000 bytes gzip -9, English included. Load it as a
+ * classic script (`<script src=".../feedback/widget.js" defer>`) or import the module form the bridge also serves
+ * (`import {FeedbackWidgetElement} from ".../feedback/widget.mjs"`: this code with exports), which replaces the one
+ * `D.currentScript` (keep it the only one) with the module's URL. Internal names are short, each explained where it
+ * is declared; public names (the element, its attributes and properties, `feedbackBridge`, the events, CSS
+ * variables and parts) are spelled out.
  *
  * Delivery: each event gets a client-made id and time and joins ONE ordered queue in localStorage (in memory when
  * storage is unavailable) shared by the origin's tabs. The sender of a tab holds a Web Lock from reading the queue
@@ -35,12 +35,12 @@
     uid = () => crypto.randomUUID?.() ?? Date.now() + "." + Math.random();
 
   // -- labels, gettext style: the key is the English text (a reason's is its code, shown in words: "NOT_COMPLETE"
-  // -> "Not complete"; every English key is already written that way). de, fr, es and ja are fetched on demand
-  // from {prefix}/widget/i18n/{lang}.json; any label can be overridden:
+  // -> "Not complete"; every English key is already written that way). Another language's labels are fetched on
+  // demand from {prefix}/widget/i18n/{lang}.json (the bridge has de, fr, es and ja); any label can be overridden:
   // feedbackBridge.configure({labels: {"Thumbs up": "Like", NOT_COMPLETE: "Missing steps"}}).
   const BAD = "NOT_FACTUALLY_CORRECT HARMFUL_OR_UNSAFE INCORRECT_OR_MISSING_SOURCES NOT_HELPFUL NOT_BASED_ON_DOCUMENTS \
 NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE RELEVANT_SOURCES HELPFUL OTHER".split(" ");
-  const LANGS = { de: 0, fr: 0, es: 0, ja: 0 }; // language -> its labels (a promise while fetched); 0 before
+  const LANGS = {}; // language -> its labels (a promise while they are fetched)
   // label(language, key)
   const label = (l, k) => cfg.labels[k] ?? LANGS[l]?.[k] ?? k[0] + k.slice(1).toLowerCase().replaceAll("_", " ");
   // dress(root, language) labels the [data-k] elements under root (their text) and the [data-a] ones (icons, stars
@@ -129,8 +129,11 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
   const send = async () => {
     while (again) {
       again = 0;
-      const live = new Set((await N.locks?.query())?.held.map(l => l.name)),
-        q = [...queue(1), ...unsaved.splice(0)], b = take(q, live), events = b.map(i => i.e);
+      // The pages alive, only asked for when another page's events are queued: the question evicts every page of
+      // this origin from the back/forward cache that holds a lock (their own, at least).
+      const q = [...queue(1), ...unsaved.splice(0)],
+        live = q.some(i => i.o != TAB) && new Set((await N.locks?.query())?.held.map(l => l.name)),
+        b = take(q, live), events = b.map(i => i.e);
       // `online` or the retry timer pumps again
       if (!b[0] || !N.onLine || Date.now() < retryAt) return put(KEY, q);
       for (const i of b) i.f = 1;
@@ -228,26 +231,31 @@ NOT_COMPLETE NOT_CONCISE OTHER".split(" "), GOOD = "FACTUALLY_CORRECT COMPLETE R
 
   // -- looks: one constructable stylesheet for every widget. The public --feedback-* variables are only read (at
   // the point of use), never set here, so set on the element or any ancestor they apply, over light and dark
-  // defaults (AA contrast with each other): dark follows prefers-color-scheme (color-scheme: light dark) unless
-  // the theme attribute fixes one. The accent marks pressed thumbs and chosen stars; borders and the focus
-  // ring are the text colour. The thumb and copy icons are polygons (clip-path) painted in the text colour; the stars
-  // are native radio buttons drawn as a glyph.
+  // defaults: the system's page colours (Canvas, CanvasText) and an accent of AA contrast on both. Dark follows
+  // prefers-color-scheme (color-scheme: light dark) unless the theme attribute fixes one. The accent marks pressed
+  // thumbs and chosen stars; borders and the focus ring are the text colour. The thumbs are a polygon (clip-path)
+  // painted in the text colour; the copy icon and the stars (native radio buttons) are glyphs.
   const sheet = new CSSStyleSheet();
-  sheet.replaceSync(":host{color-scheme:light dark;display:block;min-height:2.3rem}\
+  sheet.replaceSync(":host{color-scheme:light dark}\
 :host([theme=light]){color-scheme:light}:host([theme=dark]){color-scheme:dark}\
-*{font:inherit;color:inherit;background:var(--feedback-bg,light-dark(#fff,#1f1f1f));border:1px solid;\
-border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-wrap:wrap;align-items:center;\
-gap:.3rem;color:var(--feedback-fg,light-dark(#3c4043,#e3e3e3));font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
-div,input{padding:0;border:0;background:0}span{border:0}\
-button,input{height:2rem;cursor:pointer}\
-:focus-visible{outline:2px solid;outline-offset:2px}[aria-pressed=true],:checked,:has(~:checked){color:var(--feedback-accent,\
-light-dark(#0b57d0,#a8c7fa))}\
-button[data-a]:before{content:'';display:block;padding:.5rem;background:currentColor;clip-path:polygon(0 40%,20% 40%,20% 100%,\
-27% 100%,27% 40%,50% 0,62% 4%,60% 35%,100% 35%,92% 100%,0 100%)}[data-v=down]:before{rotate:180deg}\
-button[data-c]:before{clip-path:polygon(33% 83%,33% 33%,83% 33%,83% 83%,33% 83%,17% 67%,17% 17%,67% 17%,67% 25%,25% 25%,25% 67%,\
-17% 67%)}input{appearance:none;margin:0 .2rem;font-size:1.3rem}input:before{content:'★'}\
-:host([hidden]),:host(:not([variant=rating],[variant=both])) [part=rating],:host([variant=rating]) [data-v]{display:none}\
+*{font:inherit;color:inherit;background:var(--feedback-bg,Canvas);border:1px solid;\
+border-radius:var(--feedback-radius,1rem);padding:0 .6rem}div,fieldset{display:flex;flex-flow:wrap;align-items:center;\
+gap:.3rem;color:var(--feedback-fg,CanvasText);font:var(--feedback-font,14px/1.4 system-ui,sans-serif)}\
+div,input,span{padding:0;border:0;background:0}\
+button,input{height:2rem}\
+:focus-visible{outline:2px solid}[aria-pressed=true],:checked,:has(~:checked){color:var(--feedback-accent,\
+light-dark(#0b57d0,#a8c7fa));forced-color-adjust:none}\
+[data-v]:before{forced-color-adjust:none;content:'';display:block;padding:.5rem;background:currentColor;clip-path:polygon(0 40%,20% 40%,20% 100%,\
+27% 100%,27% 40%,50% 0,60% 0,60% 35%,100% 35%,90% 100%,0 100%)}[data-v=down]:before{scale:-1}\
+[data-c]:before{content:'❐'}input{appearance:none;margin:0 .2rem;font-size:1.3rem}input:before{content:'★'}\
+:host(:not([variant=rating],[variant=both])) [part=rating],:host([variant=rating]) [data-v]{display:none}\
 fieldset,textarea{flex-basis:100%;margin:0;padding:.5rem}textarea{height:4rem}");
+
+  // An unrendered widget has no shadow root yet (a thousand of them attach faster without): one document rule
+  // reserves its rendered height, so nothing shifts when it renders.
+  const HOST = new CSSStyleSheet();
+  HOST.replaceSync(TAG + ":not([hidden]){display:block;min-height:2.3rem}");
+  D.adoptedStyleSheets.push(HOST);
 
   // The idle widget: one bar of 11 elements (thumbs, a 1-5 rating of native radio buttons, copy, a polite live
   // region); the panel with reasons and a comment is built only when it opens. Cloned per widget, English in.
@@ -282,8 +290,7 @@ part=status></span></div>";
     #l; // the language of the labels (the closest `lang`); set once rendered
     #f; // the token whose stored state was asked for
     #t; // the user chose here: a stored state answering late must not overwrite that
-    // the shadow root (its :host rules reserve the space before the content is rendered)
-    #s = Object.assign(this.attachShadow({ mode: "open" }), { adoptedStyleSheets: [sheet] });
+    #s; // the shadow root, made on the first render (before it, a document rule reserves the space: see HOST)
     // `answer` (an Element): the answer, set by auto-attach, else the element just before the widget
 
     // token, variant and theme: attribute-backed properties, defined after the class.
@@ -341,7 +348,8 @@ part=status></span></div>";
     /** Fill the shadow root (once) and show the stored choice; `near`: (nearly) visible: ask the server too. */
     #render(near) {
       // s: the shadow root, t: the token, l: the language, j: JSON from the server
-      const s = this.#s, t = this.token, stored = t && get(STATE + t), json = r => r.json();
+      const s = this.#s ||= Object.assign(this.attachShadow({ mode: "open" }), { adoptedStyleSheets: [sheet] }),
+        t = this.token, stored = t && get(STATE + t), json = r => r.json();
       live.add(this);
       if (this.#l == null) {
         const l = this.#l = (this.closest("[lang]")?.lang || "").slice(0, 2).toLowerCase();
@@ -350,7 +358,8 @@ part=status></span></div>";
         on(s, "click", this);
         on(s, "keydown", this);
         // Labels still being fetched (a promise) dress in English; they relabel when they come.
-        if (l in LANGS) LANGS[l] ||= fetch(new URL("widget/i18n/" + l + ".json", cfg.endpoint))
+        // Any language but English is asked for: the bridge answers 404 for one it does not have.
+        if (l && l != "en") LANGS[l] ||= fetch(new URL("widget/i18n/" + l + ".json", cfg.endpoint))
           .then(json).then(j => relabel(l, LANGS[l] = j)).catch(() => {}), dress(s, l);
       }
       this.#t || this.#show(stored?.v, stored?.r);
@@ -401,7 +410,7 @@ data-k=Send></button><button part='button dismiss' data-k=Dismiss></button>";
 
     /** The reason and comment amend the vote (a rating's amendment repeats its value, as the API requires). */
     #amend() {
-      const e = this.#e, c = this.#p.querySelector("textarea").value.replace(/[\0-\b\v-\x1f\x7f-\x9f]/g, "").trim();
+      const e = this.#e, c = this.#p.querySelector("textarea").value.replace(/[^\P{Cc}\n\t]/gu, "").trim();
       (this.#x || c) && enqueue({ ...e, amends: e.id, reason: this.#x || undefined, comment: c || undefined }, this);
       this.#close(1);
       this.#say("Thanks for your feedback");

@@ -1,5 +1,7 @@
-"""The widget as the blueprint serves it: minified once per process with rjsmin, in a classic and a module form,
-gzip-compressed when the client accepts it, with a strong ETag, and cacheable for a year under a versioned URL.
+"""The widget as the blueprint serves it: the build of ``widget/feedback-widget.js`` by terser
+(``widget/feedback-widget.min.js``, committed; ``npm run build`` in ``widget/`` remakes it), in a classic and a
+module form, gzip-compressed when the client accepts it, with a strong ETag, and cacheable for a year under a
+versioned URL.
 
 - ``{prefix}/widget.js`` - the classic script (``<script src=... defer>``), auto-attaching from its data-* attributes.
 - ``{prefix}/widget.mjs`` (also ``widget.js?module``) - the same code as an ES module exporting
@@ -20,7 +22,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING
 
-import rjsmin
 from flask import Response, abort, request, url_for
 
 from .resources import resource_dir
@@ -28,10 +29,11 @@ from .resources import resource_dir
 if TYPE_CHECKING:
     from flask import Blueprint
 
-SOURCE = "feedback-widget.js"
+BUILT = "feedback-widget.min.js"  # terser's build of feedback-widget.js
 # The module form: the classic script reads its own URL (its endpoint is next to it) and data-* settings from
-# document.currentScript, which modules lack: there the widget's one `D.currentScript` becomes the module's URL.
-CURRENT_SCRIPT = "D.currentScript"
+# document.currentScript, which modules lack: there the widget's one `document.currentScript` (`x.currentScript` once
+# minified) becomes the module's URL.
+CURRENT_SCRIPT = re.compile(r"[\w$]+\.currentScript\b")
 MODULE_SCRIPT = "{src:import.meta.url}"
 MODULE_EXPORTS = "\nexport const{FeedbackWidgetElement,feedbackBridge}=window;\n"
 LANG = re.compile(r"^[a-z]{2}$")
@@ -53,17 +55,18 @@ class Asset:
 
 @cache
 def minified() -> str:
-    """The widget's source minified (comments and spaces only: rjsmin renames nothing)."""
-    return rjsmin.jsmin((resource_dir("widget") / SOURCE).read_text(encoding="utf-8"))
+    """The widget as built by terser (read once per process)."""
+    return (resource_dir("widget") / BUILT).read_text(encoding="utf-8")
 
 
 @cache
 def script(module: bool = False) -> Asset:
     code = minified()
     if module:
-        if code.count(CURRENT_SCRIPT) != 1:
-            raise RuntimeError(f"the widget must read {CURRENT_SCRIPT} exactly once for its module form")
-        code = code.replace(CURRENT_SCRIPT, MODULE_SCRIPT) + MODULE_EXPORTS
+        code, found = CURRENT_SCRIPT.subn(MODULE_SCRIPT, code)
+        if found != 1:
+            raise RuntimeError("the widget must read document.currentScript exactly once for its module form")
+        code += MODULE_EXPORTS
     return Asset.of(code.encode(), "text/javascript")
 
 
