@@ -286,8 +286,8 @@ def test_light_and_dark_themes(site: Site, browser):
                             "getComputedStyle(w.shadowRoot.querySelector('button')).backgroundColor)")
     # The system's own page colour (Canvas) of each scheme, as this browser paints it.
     canvas = page.evaluate("['dark', 'light'].map(scheme => { const probe = document.createElement('div'); "
-                           "probe.style = 'color-scheme:' + scheme + ';background:Canvas'; document.body.append(probe); "
-                           "return getComputedStyle(probe).backgroundColor; })")
+                           "probe.style = 'color-scheme:' + scheme + ';background:Canvas'; "
+                           "document.body.append(probe); return getComputedStyle(probe).backgroundColor; })")
     context.close()
     assert colours == canvas and canvas[0] != canvas[1] and canvas[1] == "rgb(255, 255, 255)"
 
