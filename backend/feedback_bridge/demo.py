@@ -110,12 +110,10 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
         raise ValueError(f"providers must be one of {', '.join(PROVIDER_MODES)}")
     instance = Path(data_dir or default_data_dir()).expanduser().resolve()
     app = Flask(__name__, instance_path=str(instance), static_folder=None, template_folder=None)
+    app.config.update(SESSION_COOKIE_NAME="feedback_demo", SESSION_COOKIE_SAMESITE="Lax", DEMO_WORD_DELAY=WORD_DELAY)
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _persistent_secret(instance)
-    app.config.setdefault("SESSION_COOKIE_NAME", "feedback_demo")
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("DEMO_WORD_DELAY", WORD_DELAY)
     local = LocalProviders().start() if providers == "emulators" else None
     app.extensions[LOCAL_PROVIDERS] = local
     try:
