@@ -110,6 +110,9 @@ def test_bad_questions_get_clear_errors(demo_app: Flask) -> None:
         assert response.status_code == 400, body
         errors = response.get_json()["errors"]
         assert errors == ({"question": [field_error]} if field_error else {"extra": ["Unknown field."]})
+    huge = client.post("/ask", data=json.dumps({"question": "x" * 70_000}), content_type="application/json")
+    assert huge.status_code == 413
+    assert huge.get_json() == {"errors": {"_schema": ["The request is larger than 64 KiB."]}}
     assert turns(client) == []
 
 

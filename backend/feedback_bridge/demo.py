@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, Response, redirect, render_template, request, session, stream_with_context
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from . import db
 from .api import error
@@ -181,8 +182,13 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
     def ask() -> Response:
         if request.mimetype != "application/json":
             return error(415, {"_schema": ["Send the question as application/json."]})
+        request.max_content_length = 64 * 1024  # a 2,000-character question needs far less
         try:
-            body = _ask_schema.load(request.get_json(silent=True) or {})
+            payload = request.get_json(silent=True)
+        except RequestEntityTooLarge:
+            return error(413, {"_schema": ["The request is larger than 64 KiB."]})
+        try:
+            body = _ask_schema.load(payload or {})
         except ValidationError as exc:
             return error(400, exc.normalized_messages())
         question = body["question"].strip()
