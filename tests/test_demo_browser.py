@@ -10,6 +10,7 @@ import shutil
 import struct
 from collections.abc import Iterator
 from itertools import pairwise
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -21,6 +22,7 @@ from feedback_bridge.testing.local import LocalProviders
 from widget_support import ROOT, Site, browser, context, page, serving  # noqa: F401
 
 SCREENSHOT = ROOT / "docs" / "screenshots" / "chat.png"
+AXE = Path(__import__("axe_playwright_python").__file__).with_name("axe.min.js")
 # Before any page script: what the widget reports, CSP violations, and each text the newest answer showed before
 # it got its token (so a test can tell an answer that streamed in from one that arrived whole).
 RECORDER = """
@@ -234,3 +236,22 @@ def test_the_chat_screenshot(demo: Site, browser: Browser, tmp_path) -> None:
 def test_the_committed_screenshot_is_a_png() -> None:
     data = SCREENSHOT.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1000, 1240)
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_axe_finds_no_accessibility_violations_in_the_chat(demo: Site, browser: Browser, scheme: str) -> None:
+    # bypass_csp: axe is injected as an inline script, which the page's own policy rightly refuses.
+    context = browser.new_context(color_scheme=scheme, bypass_csp=True)
+    try:
+        page = open_chat(context, demo)
+        page.add_script_tag(path=str(AXE))
+        empty = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        ask(page, "My second monitor stays black when I dock.")
+        page.get_by_role("button", name="Thumbs down").click()  # the panel too
+        page.get_by_role("button", name="Not complete").click()
+        chat = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    finally:
+        context.close()
+    for result in (empty, chat):
+        assert [(v["id"], [n["target"] for n in v["nodes"]]) for v in result["violations"]] == []
+        assert result["passes"], "axe ran no checks"

@@ -23,9 +23,9 @@
   const toBottom = () => window.scrollTo(0, document.documentElement.scrollHeight);
 
   const addTurn = (question) => {
-    const user = element("li", "turn turn-user");
+    const user = element("div", "turn turn-user");
     user.append(element("div", "user-message", question));
-    const turn = element("li", "turn turn-assistant");
+    const turn = element("div", "turn turn-assistant");
     const avatar = element("span", "avatar", "N");
     avatar.setAttribute("aria-hidden", "true");
     const message = element("div", "assistant-message");
