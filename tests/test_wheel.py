@@ -27,8 +27,10 @@ ASSETS = (
     "feedback_bridge/assets/templates/feedback_bridge/base.html",
     "feedback_bridge/assets/templates/feedback_bridge/demo.html",
     "feedback_bridge/assets/static/feedback_bridge/demo.css",
+    "feedback_bridge/assets/static/feedback_bridge/demo.js",
     "feedback_bridge/__main__.py",
     "feedback_bridge/demo.py",
+    "feedback_bridge/demo_answers.py",
 )
 
 
@@ -167,11 +169,19 @@ def test_installed_demo_serves_the_widget_and_page(demo_server: Server) -> None:
     status, _, body = _get(f"{base}/feedback/widget.js", **{"If-None-Match": etag})
     assert (status, body) == (304, b"")
 
-    status, _, page = _get(f"{base}/")
-    assert status == 200
+    status, headers, page = _get(f"{base}/")
+    assert status == 200 and "script-src 'self'" in headers["Content-Security-Policy"]
     html = page.decode()
-    assert html.count("<feedback-widget ") == 3
-    assert '<script src="/feedback/widget.js"' in html
+    assert '<script src="/feedback/widget.js?v=' in html and 'data-attach=".assistant-message"' in html
+    cookie = headers["Set-Cookie"].split(";")[0]
+    ask = urllib.request.Request(f"{base}/ask", data=json.dumps({"question": "VPN?"}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Cookie": cookie})
+    with LOCAL.open(ask, timeout=30) as response:
+        lines = [json.loads(line) for line in response.read().decode().splitlines()]
+    assert len(lines) > 10 and "token" in lines[-1]
+    status, _, page = _get(f"{base}/", Cookie=cookie)
+    assert f'data-feedback-token="{lines[-1]["token"]}"' in page.decode()  # the answer, on reload
 
-    status, headers, _ = _get(f"{base}/feedback/static/feedback_bridge/demo.css")
-    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    for name, kind in (("demo.css", "text/css"), ("demo.js", "text/javascript")):
+        status, headers, _ = _get(f"{base}/feedback/static/feedback_bridge/{name}")
+        assert status == 200 and headers["Content-Type"].startswith(kind)

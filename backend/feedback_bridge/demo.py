@@ -1,45 +1,52 @@
-"""The bundled demo app: a short IT help desk transcript with a feedback widget under each answer."""
+"""The bundled demo app: an IT help desk chat whose canned answers stream in word by word, each with a feedback
+widget attached by the widget's auto-attach, delivering to the four provider emulators (or to real providers)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import secrets
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, render_template
+from flask import Flask, Response, redirect, render_template, request, session, stream_with_context
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from . import db
+from .api import error
+from .demo_answers import TOPICS, pick_answer, words
+from .exceptions import ConfigurationError
 from .extension import FeedbackBridge
+from .schema import messages
 from .testing.local import LocalProviders
 
-DESK_NAME = "Northwind IT Help Desk"
-CONVERSATION_ID = "demo-helpdesk-1"
-USER_ID = "demo-user"
-LOCAL_PROVIDERS = "feedback_bridge.demo.local_providers"
+logger = logging.getLogger(__name__)
 
-# (message id, question, answer): the ids are stable, so reloading the page reuses the stored messages.
-TRANSCRIPT: tuple[tuple[str, str, str], ...] = (
-    (
-        "demo-answer-1",
-        "I forgot my password and I'm locked out of my laptop. What should I do?",
-        "Choose \"Reset password\" on the sign-in screen and answer your security questions. "
-        "If you have not set them up, call the help desk on extension 4357 from any desk phone "
-        "and we will send a one-time code to your manager.",
-    ),
-    (
-        "demo-answer-2",
-        "How do I connect to the VPN from home?",
-        "Open Northwind Connect from the Start menu, pick the \"Europe\" gateway and sign in with your "
-        "usual account. Approve the push notification on your phone; the shield icon turns green once "
-        "you are connected.",
-    ),
-    (
-        "demo-answer-3",
-        "The printer on the 3rd floor says \"offline\". Can you fix it?",
-        "Printer 3F-East is being serviced until 2 pm. Until then, send your job to 3F-West: it is already "
-        "installed on every office laptop, and it prints on both sides by default.",
-    ),
-)
+DESK_NAME = "Northwind IT Help Desk"
+LOCAL_PROVIDERS = "feedback_bridge.demo.local_providers"
+PROVIDER_MODES = ("emulators", "real", "log")
+DASHBOARD_CHECK = "feedback_bridge.dashboard.access:localhost_only"
+WORD_DELAY = 0.03  # seconds between streamed words (config key DEMO_WORD_DELAY), about a fast typist's pace
+HISTORY_LIMIT = 200  # turns of a conversation shown on a page
+SUGGESTIONS = tuple(TOPICS[i].example for i in (0, 1, 2, 8))
+# Scripts, styles, requests and forms from this origin only: the page has no inline script or style.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+class AskSchema(Schema):
+    question = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+
+
+_ask_schema = AskSchema()
 
 
 def default_data_dir() -> Path:
@@ -59,53 +66,156 @@ def _persistent_secret(folder: Path) -> str:
     return path.read_text().strip()
 
 
+class MessageRefs:
+    """Each answer's provider ids. The emulators are told about the ids they make, but only for as long as this
+    process runs: an answer stored by an earlier run gets fresh ones, once per process. Real providers' ids cannot
+    be invented: every answer gets the same ``FEEDBACK_DEMO_REFS`` (a real message's ids), or none."""
+
+    def __init__(self, local: LocalProviders | None, fixed: Mapping[str, Mapping[str, Any]]) -> None:
+        self.local = local
+        self.fixed = {name: dict(refs) for name, refs in fixed.items()}
+        self._made: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, message_id: str, user_id: str, question: str, answer: str, answered_at: datetime | None = None
+            ) -> dict[str, Any]:
+        if self.local is None:
+            return self.fixed
+        with self._lock:
+            if message_id not in self._made:
+                self._made[message_id] = self.local.new_message_refs(user_id, question, answer,
+                                                                     answered_at=answered_at)
+            return self._made[message_id]
+
+
+def _fixed_refs(app: Flask) -> dict[str, Any]:
+    value = app.config.get("FEEDBACK_DEMO_REFS") or {}
+    if isinstance(value, str):  # the environment's value when it is not valid JSON
+        raise ConfigurationError(f"FEEDBACK_DEMO_REFS is not JSON: {value[:60]!r}")
+    if not isinstance(value, Mapping) or not all(isinstance(refs, Mapping) for refs in value.values()):
+        raise ConfigurationError('FEEDBACK_DEMO_REFS maps provider names to their ids: {"qbusiness": {...}}')
+    return dict(value)
+
+
 def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathLike[str] | None = None,
                providers: str = "emulators") -> Flask:
     """The demo app. ``config`` overrides app config keys; ``data_dir`` holds its SQLite database.
 
     ``providers="emulators"`` starts the four provider emulators in this process and delivers to them over
-    HTTP, with no cloud account; ``"log"`` only logs deliveries. These defaults (and a 2-second settle window)
-    are extension options, so ``FEEDBACK_*`` environment variables and ``config`` take precedence over them.
-    Call :func:`shutdown` when done.
+    HTTP, with no cloud account; ``"real"`` delivers to the providers ``FEEDBACK_PROVIDERS`` (from ``config`` or
+    the environment, as JSON) names, with the ids of ``FEEDBACK_DEMO_REFS`` or none; ``"log"`` only logs
+    deliveries. These defaults (and a 2-second settle window) are extension options, so ``FEEDBACK_*``
+    environment variables and ``config`` take precedence over them. Call :func:`shutdown` when done.
     """
-    if providers not in ("emulators", "log"):
-        raise ValueError("providers must be 'emulators' or 'log'")
+    if providers not in PROVIDER_MODES:
+        raise ValueError(f"providers must be one of {', '.join(PROVIDER_MODES)}")
     instance = Path(data_dir or default_data_dir()).expanduser().resolve()
     app = Flask(__name__, instance_path=str(instance), static_folder=None, template_folder=None)
+    app.config.update(SESSION_COOKIE_NAME="feedback_demo", SESSION_COOKIE_SAMESITE="Lax", DEMO_WORD_DELAY=WORD_DELAY)
     app.config.update(config or {})
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = _persistent_secret(instance)
     local = LocalProviders().start() if providers == "emulators" else None
     app.extensions[LOCAL_PROVIDERS] = local
     try:
-        default = local.providers_config() if local else {"log": {"mode": "event"}}
-        bridge = FeedbackBridge(app, providers=default, settle_seconds=2)
+        options: dict[str, Any] = {"settle_seconds": 2, "dashboard_check": DASHBOARD_CHECK}
+        if local is not None:
+            options["providers"] = local.providers_config()
+        elif providers == "log":
+            options["providers"] = {"log": {"mode": "event"}}
+        bridge = FeedbackBridge(app, **options)
+        runtime = bridge.get_runtime(app)
+        if providers == "real" and not runtime.adapters:
+            raise ConfigurationError("--providers real needs FEEDBACK_PROVIDERS: set it to the providers' "
+                                     "settings as JSON (see the README's Providers section).")
+        refs = MessageRefs(local, _fixed_refs(app) if providers == "real" else {})
     except BaseException:
         shutdown(app)
         raise
-    refs: dict[str, dict[str, Any]] = {}  # per message, made once per process: the emulators live as long
+    if providers == "real":
+        logger.info("demo delivering to %s; refs from FEEDBACK_DEMO_REFS for %s", ", ".join(sorted(runtime.adapters)),
+                    ", ".join(sorted(refs.fixed)) or "no provider")
+    delivery = ("the four local provider emulators" if local is not None
+                else ", ".join(sorted(runtime.adapters)) or "no provider")
+    dashboard_url = runtime.settings.url_prefix + "/dashboard"
 
-    def message_refs(message_id: str, question: str, answer: str) -> dict[str, Any]:
-        if local is None:
-            return {}
-        if message_id not in refs:
-            refs[message_id] = local.new_message_refs(USER_ID, question, answer)
-        return refs[message_id]
+    def visitor() -> tuple[str, str]:
+        """This browser's user id and current conversation, kept in the (signed) session cookie."""
+        session.permanent = True
+        if "user" not in session:
+            session["user"] = "demo-" + secrets.token_hex(4)
+        if "conversation" not in session:
+            session["conversation"] = str(uuid.uuid4())
+        return session["user"], session["conversation"]
+
+    def register(conversation_id: str, message_id: str, user_id: str, question: str, answer: str,
+                 answered_at: datetime | None = None) -> str:
+        return bridge.register_message(
+            conversation_id=conversation_id, message_id=message_id, user_id=user_id, input=question, output=answer,
+            refs=refs.get(message_id, user_id, question, answer, answered_at),
+        )
+
+    @app.after_request
+    def security_headers(response: Response) -> Response:
+        if request.blueprint is None:  # the demo's own pages; the blueprint sets its own
+            response.headers.setdefault("Content-Security-Policy", CSP)
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
 
     @app.get("/")
     def index() -> str:
-        transcript = [
-            {
-                "question": question,
-                "answer": answer,
-                "token": bridge.register_message(
-                    conversation_id=CONVERSATION_ID, message_id=message_id, user_id=USER_ID,
-                    input=question, output=answer, refs=message_refs(message_id, question, answer),
-                ),
-            }
-            for message_id, question, answer in TRANSCRIPT
-        ]
-        return render_template("feedback_bridge/demo.html", desk_name=DESK_NAME, transcript=transcript)
+        user_id, conversation_id = visitor()
+        query = (select(messages.c.message_id, messages.c.input, messages.c.output, messages.c.created_at)
+                 .where(messages.c.conversation_id == conversation_id, messages.c.user_id == user_id)
+                 .order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(HISTORY_LIMIT))
+        with db.read(runtime.engine) as conn:
+            rows = list(conn.execute(query))[::-1]
+        turns = [{"question": row.input, "answer": row.output, "message_id": row.message_id,
+                  "token": register(conversation_id, row.message_id, user_id, row.input or "", row.output or "",
+                                    row.created_at)}
+                 for row in rows]
+        return render_template("feedback_bridge/demo.html", desk_name=DESK_NAME, turns=turns,
+                               dashboard_url=dashboard_url, suggestions=SUGGESTIONS, delivery=delivery)
+
+    @app.post("/ask")
+    def ask() -> Response:
+        if request.mimetype != "application/json":
+            return error(415, {"_schema": ["Send the question as application/json."]})
+        request.max_content_length = 64 * 1024  # a 2,000-character question needs far less
+        try:
+            payload = request.get_json(silent=True)
+        except RequestEntityTooLarge:
+            return error(413, {"_schema": ["The request is larger than 64 KiB."]})
+        try:
+            body = _ask_schema.load(payload or {})
+        except ValidationError as exc:
+            return error(400, exc.normalized_messages())
+        question = body["question"].strip()
+        if not question:
+            return error(400, {"question": ["Ask a question."]})
+        user_id, conversation_id = visitor()
+        message_id = str(uuid.uuid4())
+        answer = pick_answer(question)
+        delay = float(app.config["DEMO_WORD_DELAY"])
+
+        def stream() -> Iterator[str]:
+            # One JSON object per line: the words as they are "generated", then the message's token. The answer
+            # is registered once it is complete, as a real assistant's would be.
+            for word in words(answer):
+                yield json.dumps({"text": word}) + "\n"
+                time.sleep(delay)
+            token = register(conversation_id, message_id, user_id, question, answer)
+            yield json.dumps({"token": token, "message_id": message_id}) + "\n"
+
+        return Response(stream_with_context(stream()), mimetype="application/x-ndjson",
+                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    @app.post("/conversations")
+    def new_conversation() -> Response:
+        visitor()
+        session["conversation"] = str(uuid.uuid4())
+        return redirect("/", 303)
 
     return app
 
