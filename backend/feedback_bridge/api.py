@@ -39,6 +39,12 @@ def error(status: int, errors: dict[str, Any], code: str | None = None) -> Respo
     return response
 
 
+def rate_limited(seconds: int) -> Response:
+    response = error(429, {"_schema": [f"Too many requests; retry in {seconds} s."]}, "rate_limited")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def create_blueprint(runtime: Runtime) -> Blueprint:
     settings = runtime.settings
     bp = Blueprint(
@@ -55,6 +61,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.post("/events")
     def post_events() -> Response:
+        if wait := runtime.rate_limits.retry_after("events"):  # before the body is even read
+            return rate_limited(wait)
         if request.mimetype not in BODY_TYPES:
             return error(415, {"_schema": ["Send the events as application/json (or text/plain)."]})
         request.max_content_length = settings.max_content_length
@@ -79,6 +87,9 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             outcomes.append(outcome)
             if incoming:
                 valid.append(incoming)
+        # Per-token limits refuse the whole request before anything is stored: the widget retries it whole.
+        if valid and (wait := runtime.rate_limits.retry_after("events", [(i.message.pk, i.user_id) for i in valid])):
+            return rate_limited(wait)
         if valid:
             stored = iter(runtime.ingest(valid))
             outcomes = [outcome or next(stored) for outcome in outcomes]
@@ -86,6 +97,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.get("/state")
     def get_state() -> Response:
+        if wait := runtime.rate_limits.retry_after("state"):
+            return rate_limited(wait)
         try:
             query = _state_query_schema.load(request.args)
         except ValidationError as exc:
@@ -96,6 +109,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             return error(401, {"token": [str(exc)]}, exc.code)
         except UnknownMessageError as exc:
             return error(404, {"token": [str(exc)]}, "message_unknown")
+        if wait := runtime.rate_limits.retry_after("state", [(message.pk, user_id)]):
+            return rate_limited(wait)
         return jsonify(runtime.store.get_state(message.pk, user_id).as_public_dict())
 
     widget_asset.add_routes(bp)  # /widget.js, /widget.mjs, /widget/i18n/<lang>.json: minified, cached

@@ -1,0 +1,91 @@
+"""Per-IP and per-token rate limits on the event API (Flask-Limiter), checked before anything is stored.
+
+A request over any limit is refused whole, with 429 and ``Retry-After``: the widget retries such a request
+after that delay (it drops events refused one by one), and the server's event-id idempotency makes the retry
+safe. So no limit ever rejects single events of a batch that holds several users' events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterable
+
+from flask import Flask, request
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from limits import RateLimitItem, parse_many
+
+from .exceptions import ConfigurationError
+
+logger = logging.getLogger(__name__)
+KEY_PREFIX = "feedback-bridge"
+
+
+def _always() -> bool:
+    return True
+
+
+def _parse(name: str, value: str) -> list[RateLimitItem]:
+    if not value.strip():
+        return []  # an empty string turns the limit off
+    try:
+        return parse_many(value)
+    except ValueError as exc:
+        raise ConfigurationError(f"FEEDBACK_{name} is not a rate limit like '600/minute': {exc}") from exc
+
+
+class RateLimits:
+    """The limits of one app. Keys: the client address (``request.remote_addr``; put werkzeug's ``ProxyFix``
+    in front when the app runs behind a proxy) and, per token, the digest of its message and user (never the
+    user id itself)."""
+
+    def __init__(self, *, ip: str, token: str, storage_uri: str) -> None:
+        self.ip = _parse("RATE_LIMIT_IP", ip)
+        self.token = _parse("RATE_LIMIT_TOKEN", token)
+        # Our limits are checked by hand in the views (one request can carry several tokens); the host app's
+        # RATELIMIT_DEFAULT / RATELIMIT_APPLICATION must never make this limiter count the host's routes.
+        self.limiter = Limiter(
+            get_remote_address, storage_uri=storage_uri or "memory://", strategy="fixed-window",
+            key_prefix=KEY_PREFIX, headers_enabled=False, swallow_errors=True,
+            default_limits_exempt_when=_always, application_limits_exempt_when=_always,
+        )
+
+    @property
+    def active(self) -> bool:
+        return bool(self.ip or self.token) and self.limiter.enabled
+
+    def init_app(self, app: Flask) -> None:
+        if self.ip or self.token:  # without limits, no hooks on the host app at all
+            self.limiter.init_app(app)
+
+    def retry_after(self, scope: str, subjects: Iterable[tuple[int, str]] = ()) -> int | None:
+        """Count this request against the IP limit (``subjects`` empty) or against the limit of each
+        (message row id, user id) it carries. All are tested before any is hit, so a refused request costs
+        no token anything. Returns the seconds to wait when a limit is reached, else None."""
+        if not self.active:
+            return None
+        if subjects:
+            keys = [(item, (KEY_PREFIX, scope, "token", _digest(*s))) for s in dict.fromkeys(subjects) for item in self.token]
+        else:
+            keys = [(item, (KEY_PREFIX, scope, "ip", get_remote_address() or "unknown")) for item in self.ip]
+        if not keys:
+            return None
+        strategy = self.limiter.limiter
+        try:
+            full = [(item, key) for item, key in keys if not strategy.test(item, *key)]
+            if full:
+                now = time.time()  # a storage's reset time can run a second past the window (Redis TTLs)
+                return max(min(item.get_expiry(), max(1, math.ceil(strategy.get_window_stats(item, *key).reset_time
+                                                                    - now))) for item, key in full)
+            for item, key in keys:
+                strategy.hit(item, *key)
+        except Exception as exc:  # a storage outage must not refuse feedback: fail open, and say so
+            logger.warning("Rate limit storage unavailable, %s not limited: %s", request.path, exc)
+        return None
+
+
+def _digest(message_pk: int, user_id: str) -> str:
+    return hashlib.blake2b(f"{message_pk}\x00{user_id}".encode(), digest_size=12).hexdigest()
