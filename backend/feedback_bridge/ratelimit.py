@@ -68,7 +68,8 @@ class RateLimits:
         if not self.active:
             return None
         if subjects:
-            keys = [(item, (KEY_PREFIX, scope, "token", _digest(*s))) for s in dict.fromkeys(subjects) for item in self.token]
+            keys = [(item, (KEY_PREFIX, scope, "token", _digest(*subject)))
+                    for subject in dict.fromkeys(subjects) for item in self.token]
         else:
             keys = [(item, (KEY_PREFIX, scope, "ip", get_remote_address() or "unknown")) for item in self.ip]
         if not keys:
