@@ -17,6 +17,7 @@ from flask import Flask, request
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from limits import RateLimitItem, parse_many
+from limits.strategies import RateLimiter
 
 from .exceptions import ConfigurationError
 
@@ -47,8 +48,11 @@ class RateLimits:
         self.token = _parse("RATE_LIMIT_TOKEN", token)
         # Our limits are checked by hand in the views (one request can carry several tokens); the host app's
         # RATELIMIT_DEFAULT / RATELIMIT_APPLICATION must never make this limiter count the host's routes.
+        storage_uri = storage_uri or "memory://"
+        # A slow or unreachable Redis must cost a request at most a second, never hang it.
+        timeouts = {"socket_timeout": 1, "socket_connect_timeout": 1} if storage_uri.startswith("redis") else {}
         self.limiter = Limiter(
-            get_remote_address, storage_uri=storage_uri or "memory://", strategy="fixed-window",
+            get_remote_address, storage_uri=storage_uri, storage_options=timeouts, strategy="fixed-window",
             key_prefix=KEY_PREFIX, headers_enabled=False, swallow_errors=True,
             default_limits_exempt_when=_always, application_limits_exempt_when=_always,
         )
@@ -78,14 +82,18 @@ class RateLimits:
         try:
             full = [(item, key) for item, key in keys if not strategy.test(item, *key)]
             if full:
-                now = time.time()  # a storage's reset time can run a second past the window (Redis TTLs)
-                return max(min(item.get_expiry(), max(1, math.ceil(strategy.get_window_stats(item, *key).reset_time
-                                                                    - now))) for item, key in full)
+                now = time.time()
+                return max(_seconds_left(strategy, item, key, now) for item, key in full)
             for item, key in keys:
                 strategy.hit(item, *key)
         except Exception as exc:  # a storage outage must not refuse feedback: fail open, and say so
             logger.warning("Rate limit storage unavailable, %s not limited: %s", request.path, exc)
         return None
+
+
+def _seconds_left(strategy: RateLimiter, item: RateLimitItem, key: tuple[str, ...], now: float) -> int:
+    reset = strategy.get_window_stats(item, *key).reset_time
+    return min(item.get_expiry(), max(1, math.ceil(reset - now)))  # Redis TTLs can run a second past the window
 
 
 def _digest(message_pk: int, user_id: str) -> str:
