@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask_cors import CORS
 from marshmallow import ValidationError
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import db, widget_asset
 from .exceptions import TokenError, TokenMismatch, TokenMissing, UnknownMessageError
@@ -65,8 +65,12 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             return rate_limited(wait)
         if request.mimetype not in BODY_TYPES:
             return error(415, {"_schema": ["Send the events as application/json (or text/plain)."]})
-        request.max_content_length = settings.max_content_length
-        raw = request.get_data(cache=False)  # raises 413 past the limit, before reading the rest
+        # A Content-Length past the limit raises 413 before anything is read. A streamed (chunked) body is cut
+        # off after one byte more than the limit: werkzeug stops at the limit without saying it was reached.
+        request.max_content_length = settings.max_content_length + 1
+        raw = request.get_data(cache=False)
+        if len(raw) > settings.max_content_length:
+            raise RequestEntityTooLarge()
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
