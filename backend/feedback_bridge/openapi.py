@@ -70,4 +70,8 @@ def build_spec(prefix: str) -> dict[str, Any]:
                               "content": {"text/javascript": {"schema": {"type": "string"}}}},
                       "304": {"description": "Not modified."}},
     }})
-    return spec.to_dict()
+    document = spec.to_dict()
+    # The envelope loads each event as raw JSON (so one bad event loses no other); document what an event is.
+    document["components"]["schemas"]["Envelope"]["properties"]["events"]["items"] = {
+        "$ref": "#/components/schemas/Event"}
+    return document
