@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import random
 import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,24 +16,9 @@ from conftest import register, runtime
 from feedback_bridge.exceptions import ConfigurationError, TokenExpired, TokenInvalid, TokenMissing
 from feedback_bridge.schema import events, messages
 from feedback_bridge.tokens import SALT, MessageTokens, TokenClaims, message_key
-from support import event
+from support import clock_shifted, event
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
-@contextmanager
-def clock_shifted(seconds: float) -> Iterator[None]:
-    """itsdangerous reads the time for the tokens it signs and checks, shifted by ``seconds``."""
-    real_time = time.time
-
-    class ShiftedClock:
-        @staticmethod
-        def time() -> float:
-            return real_time() + seconds
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(itsdangerous.timed, "time", ShiftedClock)
-        yield
 
 
 def post(client: FlaskClient, *evs: dict[str, Any]):
@@ -398,7 +379,10 @@ def test_token_of_a_deleted_message_never_speaks_for_the_message_reusing_its_row
     assert response.get_json()["results"][0]["code"] == "message_unknown"
     assert stored_events(app) == 0
     assert client.get("/feedback/state", query_string={"token": token_new}).get_json()["vote"] is None
-    assert client.get("/feedback/state", query_string={"token": token_gone}).status_code == 404
+    gone_state = client.get("/feedback/state", query_string={"token": token_gone})
+    assert (gone_state.status_code, gone_state.get_json()["code"]) == (404, "message_unknown")
+    documented = client.get("/feedback/openapi.json").get_json()["paths"]["/feedback/state"]["get"]["responses"]
+    assert "404" in documented  # found by tests/test_fuzz_openapi.py
 
 
 # -- replay: a captured token reused for another message, another user, another deployment, or late --

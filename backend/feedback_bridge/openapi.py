@@ -58,6 +58,7 @@ def build_spec(prefix: str) -> dict[str, Any]:
         "summary": "The current feedback of the token's user on the token's message.",
         "parameters": [{"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}],
         "responses": {"200": _json("State", "The state."), "401": _json("Error", "Bad token."),
+                      "404": _json("Error", "The token's message is no longer known (code message_unknown)."),
                       "429": _rate_limited()},
     }})
     spec.path(f"{prefix}/health", operations={"get": {
