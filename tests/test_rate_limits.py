@@ -95,6 +95,29 @@ def test_the_ip_limit_refuses_the_whole_request_and_spares_other_clients_and_the
         assert host.status_code == 200 and "Retry-After" not in host.headers
 
 
+def test_the_host_apps_flask_limiter_settings_never_make_this_limiter_count_its_routes(make_app) -> None:
+    app = make_app(RATELIMIT_DEFAULT="1/minute", RATELIMIT_APPLICATION="1/minute",
+                   FEEDBACK_RATE_LIMIT_IP="100/minute")
+
+    @app.get("/host-page")
+    def host_page() -> str:
+        return "host"
+
+    token = register(app)
+    test_client = client(app)
+    for _ in range(3):
+        assert test_client.get("/host-page").status_code == 200
+        assert post(test_client, event("thumbs_up", token)).status_code == 200
+
+
+def test_ratelimit_enabled_false_turns_these_limits_off_too(make_app) -> None:
+    app = make_app(RATELIMIT_ENABLED=False, FEEDBACK_RATE_LIMIT_IP="1/minute", FEEDBACK_RATE_LIMIT_TOKEN="1/minute")
+    token = register(app)
+    test_client = client(app)
+    for _ in range(3):
+        assert post(test_client, event("thumbs_up", token)).status_code == 200
+
+
 def test_the_state_route_is_limited_per_address_and_per_token(make_app) -> None:
     app = make_app(FEEDBACK_RATE_LIMIT_IP="4/minute", FEEDBACK_RATE_LIMIT_TOKEN="2/minute")
     alice, bob = register(app, user_id="alice"), register(app, user_id="bob")
