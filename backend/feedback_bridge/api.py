@@ -92,7 +92,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             if incoming:
                 valid.append(incoming)
         # Per-token limits refuse the whole request before anything is stored: the widget retries it whole.
-        if valid and (wait := runtime.rate_limits.retry_after("events", [(i.message.pk, i.user_id) for i in valid])):
+        subjects = [(i.message.conversation_id, i.message.message_id, i.user_id) for i in valid]
+        if subjects and (wait := runtime.rate_limits.retry_after("events", subjects)):
             return rate_limited(wait)
         if valid:
             stored = iter(runtime.ingest(valid))
@@ -113,7 +114,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             return error(401, {"token": [str(exc)]}, exc.code)
         except UnknownMessageError as exc:
             return error(404, {"token": [str(exc)]}, "message_unknown")
-        if wait := runtime.rate_limits.retry_after("state", [(message.pk, user_id)]):
+        if wait := runtime.rate_limits.retry_after("state", [(message.conversation_id, message.message_id, user_id)]):
             return rate_limited(wait)
         return jsonify(runtime.store.get_state(message.pk, user_id).as_public_dict())
 

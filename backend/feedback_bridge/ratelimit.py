@@ -8,6 +8,7 @@ safe. So no limit ever rejects single events of a batch that holds several users
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -40,8 +41,8 @@ def _parse(name: str, value: str) -> list[RateLimitItem]:
 
 class RateLimits:
     """The limits of one app. Keys: the client address (``request.remote_addr``; put werkzeug's ``ProxyFix``
-    in front when the app runs behind a proxy) and, per token, the digest of its message and user (never the
-    user id itself)."""
+    in front when the app runs behind a proxy) and, per token, a digest of its message and user (so user ids
+    never reach the storage)."""
 
     def __init__(self, *, ip: str, token: str, storage_uri: str) -> None:
         self.ip = _parse("RATE_LIMIT_IP", ip)
@@ -65,9 +66,9 @@ class RateLimits:
         if self.ip or self.token:  # without limits, no hooks on the host app at all
             self.limiter.init_app(app)
 
-    def retry_after(self, scope: str, subjects: Iterable[tuple[int, str]] = ()) -> int | None:
+    def retry_after(self, scope: str, subjects: Iterable[tuple[str, str, str]] = ()) -> int | None:
         """Count this request against the IP limit (``subjects`` empty) or against the limit of each
-        (message row id, user id) it carries. All are tested before any is hit, so a refused request costs
+        (conversation id, message id, user id) it carries. All are tested before any is hit, so a refused request costs
         no token anything. Returns the seconds to wait when a limit is reached, else None."""
         if not self.active:
             return None
@@ -96,5 +97,6 @@ def _seconds_left(strategy: RateLimiter, item: RateLimitItem, key: tuple[str, ..
     return min(item.get_expiry(), max(1, math.ceil(reset - now)))  # Redis TTLs can run a second past the window
 
 
-def _digest(message_pk: int, user_id: str) -> str:
-    return hashlib.blake2b(f"{message_pk}\x00{user_id}".encode(), digest_size=12).hexdigest()
+def _digest(*ids: str) -> str:
+    # The message's own ids, not its row id: apps sharing one Redis never share a budget by accident.
+    return hashlib.blake2b(json.dumps(ids).encode(), digest_size=12).hexdigest()
