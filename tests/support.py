@@ -7,9 +7,12 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import itsdangerous.timed
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -87,6 +90,21 @@ def outbox_rows(app: Flask, provider: str | None = None) -> list[dict[str, Any]]
         query = query.where(outbox.c.provider == provider)
     with fdb.read(app.extensions["feedback_bridge"].engine) as conn:
         return [dict(r) for r in conn.execute(query).mappings()]
+
+
+@contextmanager
+def clock_shifted(seconds: float) -> Iterator[None]:
+    """itsdangerous reads the time for the tokens it signs and checks, shifted by ``seconds``."""
+    real_time = time.time
+
+    class ShiftedClock:
+        @staticmethod
+        def time() -> float:
+            return real_time() + seconds
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(itsdangerous.timed, "time", ShiftedClock)
+        yield
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

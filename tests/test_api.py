@@ -186,6 +186,18 @@ def test_one_bad_event_never_loses_the_good_ones(app, token, client) -> None:
     assert state(client, token) == {"vote": "up", "rating": None, "reason": None, "comment": None, "copied": True}
 
 
+@pytest.mark.parametrize("bad", [None, False, [], "thumbs_up"], ids=["null", "false", "list", "string"])
+def test_an_event_that_is_not_an_object_is_rejected_alone(app, token, client, bad: Any) -> None:
+    good = event("thumbs_up", token)
+    response = post(client, good, bad)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert [r["status"] for r in body["results"]] == ["accepted", "rejected"]
+    assert body["results"][1] == {"id": None, "status": "rejected", "code": "invalid",
+                                  "errors": {"_schema": ["Each event must be a JSON object."]}}
+    assert stored_ids(app) == [good["id"]]
+
+
 def test_duplicate_in_one_batch_is_stored_once(app, token, client) -> None:
     ev = event("copy_output", token, text="hello")
     response = post(client, ev, ev)
@@ -685,6 +697,9 @@ def test_openapi_document_is_valid_and_documents_the_api(client) -> None:
     assert len(event_schema["properties"]["type"]["enum"]) == 7
     assert set(event_schema["properties"]["reason"]["enum"]) == set(REASONS)
     assert set(event_schema["required"]) == {"id", "type"}
+    envelope = spec["components"]["schemas"]["Envelope"]["properties"]["events"]
+    assert envelope["items"] == {"$ref": "#/components/schemas/Event"}
+    assert (envelope["minItems"], envelope["maxItems"]) == (1, MAX_EVENTS)
     request_schema = spec["paths"]["/feedback/events"]["post"]["requestBody"]["content"]
     assert {"application/json", "text/plain"} <= set(request_schema)
 

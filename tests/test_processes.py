@@ -10,6 +10,8 @@ import sys
 import textwrap
 import threading
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import requests
 from sqlalchemy import select
@@ -17,7 +19,8 @@ from sqlalchemy import select
 from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.schema import events, outbox
-from support import RecordingAdapter, event
+from feedback_bridge.testing import NebulyEmulator
+from support import RecordingAdapter, event, new_id, wait_until
 
 WORKER_PROCESS = textwrap.dedent("""
     import json, pathlib, sys, time
@@ -77,63 +80,99 @@ def test_worker_processes_racing_over_one_outbox_deliver_everything_once(make_ap
 
 
 APP_SERVER = textwrap.dedent("""
-    import sys
+    import json, sys
     from flask import Flask
     from werkzeug.serving import make_server
     from feedback_bridge import FeedbackBridge
 
-    app = Flask("killed_app", instance_path=sys.argv[2])
-    app.config.update(SECRET_KEY="test-secret", FEEDBACK_DATABASE_URL=sys.argv[1], FEEDBACK_WORKER=False,
-                      FEEDBACK_PROVIDERS={"log": {}})
+    app = Flask("killed_app", instance_path=sys.argv[1])
+    app.config.update(SECRET_KEY="test-secret", **json.loads(sys.argv[2]))
     FeedbackBridge(app)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     print(server.server_port, flush=True)
     server.serve_forever()
 """)
+NEBULY_KEY = "nb-crash-test-key"
 
 
-def test_every_event_acknowledged_before_a_sigkill_is_in_the_store(make_app, database_url, tmp_path):
-    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"log": {}})
-    tokens = [register(app, message_id=f"m-{m}") for m in range(10)]
+def start_app_server(tmp_path: Path, config: dict[str, Any]) -> tuple[subprocess.Popen, str]:
+    """The bridge in a werkzeug server of its own process (its in-app worker on); returns it and its base URL."""
     script = tmp_path / "app_server.py"
     script.write_text(APP_SERVER)
-    server = subprocess.Popen([sys.executable, str(script), database_url, str(tmp_path / "inst")],
+    server = subprocess.Popen([sys.executable, str(script), str(tmp_path / "inst"), json.dumps(config)],
                               stdout=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{server.stdout.readline().strip()}/feedback/events"
+    return server, f"http://127.0.0.1:{server.stdout.readline().strip()}/feedback"
 
-    acknowledged: list[str] = []
-    lock, enough = threading.Lock(), threading.Event()
 
-    def post_until_the_server_dies(worker: int) -> None:
-        session, n = requests.Session(), 0
-        while True:
-            n += 1
-            body = event("thumbs_up" if n % 2 else "thumbs_down", tokens[(worker + n) % len(tokens)])
-            try:
-                response = session.post(url, data=json.dumps({"events": [body]}), timeout=10,
-                                        headers={"Content-Type": "text/plain"})
-            except requests.ConnectionError:
-                return
-            if response.status_code == 200:
-                with lock:
-                    acknowledged.append(body["id"])
-                    if len(acknowledged) >= 150:
-                        enough.set()
+def test_every_event_acknowledged_before_a_sigkill_is_stored_and_delivered_after_restart(
+    make_app, database_url, tmp_path
+):
+    with NebulyEmulator(api_keys={NEBULY_KEY}) as nebuly:
+        nebuly.set_latency(0.05)  # one delivery at a time, slower than the posters: a backlog when it dies
+        # The server delivers as it takes events (its worker thread on), with leases short enough that the
+        # restarted server reclaims the deliveries the killed one held within the test's time.
+        config = {"FEEDBACK_DATABASE_URL": database_url, "FEEDBACK_SETTLE_SECONDS": 0,
+                  "FEEDBACK_LEASE_SECONDS": 2, "FEEDBACK_POLL_SECONDS": 0.2, "FEEDBACK_WORKER_CONCURRENCY": 1,
+                  "FEEDBACK_PROVIDERS": {"nebuly": {"base_url": nebuly.url, "api_key": NEBULY_KEY}}}
+        app = make_app(**config)
+        tokens = [register(app, message_id=f"m-{m}") for m in range(10)]
+        server, base = start_app_server(tmp_path, config)
 
-    posters = [threading.Thread(target=post_until_the_server_dies, args=(w,)) for w in range(3)]
-    for poster in posters:
-        poster.start()
-    assert enough.wait(60), "the server acknowledged events"
-    os.kill(server.pid, signal.SIGKILL)  # while the posters are still sending
-    server.wait(30)
-    for poster in posters:
-        poster.join(60)
-    assert server.returncode == -signal.SIGKILL
+        acknowledged: list[str] = []
+        lock, enough = threading.Lock(), threading.Event()
 
+        def post_until_the_server_dies(worker: int) -> None:
+            session, n = requests.Session(), 0
+            while True:
+                n += 1
+                event_id = new_id()  # also the copied text: what Nebuly receives names the event
+                body = event("copy_output", tokens[(worker + n) % len(tokens)], id=event_id, text=event_id)
+                try:
+                    response = session.post(f"{base}/events", data=json.dumps({"events": [body]}), timeout=10,
+                                            headers={"Content-Type": "text/plain"})
+                except requests.ConnectionError:
+                    return
+                if response.status_code == 200:
+                    with lock:
+                        acknowledged.append(event_id)
+                        if len(acknowledged) >= 150:
+                            enough.set()
+
+        posters = [threading.Thread(target=post_until_the_server_dies, args=(w,)) for w in range(3)]
+        for poster in posters:
+            poster.start()
+        assert enough.wait(60), "the server acknowledged events"
+        os.kill(server.pid, signal.SIGKILL)  # while the posters are still sending and the worker delivering
+        server.wait(30)
+        for poster in posters:
+            poster.join(60)
+        assert server.returncode == -signal.SIGKILL
+
+        with fdb.read(runtime(app).engine) as conn:
+            stored = set(conn.execute(select(events.c.event_id)).scalars())
+            queued = set(conn.execute(
+                select(events.c.event_id).join(outbox, outbox.c.event_pk == events.c.id)).scalars())
+        assert set(acknowledged) <= stored, "an acknowledged event was lost"
+        assert stored <= queued, "an event was stored without its outbox row"
+        assert len(acknowledged) >= 150
+        with fdb.read(runtime(app).engine) as conn:
+            left = Counter(conn.execute(select(outbox.c.status)).scalars())
+        assert left["pending"] + left["in_flight"] > 0, f"the restart has deliveries to finish: {left}"
+
+        restarted, base = start_app_server(tmp_path, config)
+        try:
+            assert requests.get(f"{base}/health", timeout=10).status_code == 200  # starts its worker
+
+            def delivered() -> set[str]:
+                return {json.loads(call.body)["feedback"]["text"] for call in nebuly.received}
+
+            wait_until(lambda: set(acknowledged) <= delivered(), 90, "every acknowledged event delivered")
+            wait_until(lambda: outbox_statuses(app) == {"delivered"}, 30, "the outbox settled")
+        finally:
+            restarted.terminate()
+            restarted.wait(30)
+
+
+def outbox_statuses(app) -> set[str]:
     with fdb.read(runtime(app).engine) as conn:
-        stored = set(conn.execute(select(events.c.event_id)).scalars())
-        queued = set(conn.execute(
-            select(events.c.event_id).join(outbox, outbox.c.event_pk == events.c.id)).scalars())
-    assert set(acknowledged) <= stored, "an acknowledged event was lost"
-    assert stored <= queued, "an event was stored without its outbox row"
-    assert len(acknowledged) >= 150
+        return set(conn.execute(select(outbox.c.status)).scalars())

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import random
 import re
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import itsdangerous.timed
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,24 +16,9 @@ from conftest import register, runtime
 from feedback_bridge.exceptions import ConfigurationError, TokenExpired, TokenInvalid, TokenMissing
 from feedback_bridge.schema import events, messages
 from feedback_bridge.tokens import SALT, MessageTokens, TokenClaims, message_key
-from support import event
+from support import clock_shifted, event
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
-
-
-@contextmanager
-def clock_shifted(seconds: float) -> Iterator[None]:
-    """itsdangerous reads the time for the tokens it signs and checks, shifted by ``seconds``."""
-    real_time = time.time
-
-    class ShiftedClock:
-        @staticmethod
-        def time() -> float:
-            return real_time() + seconds
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(itsdangerous.timed, "time", ShiftedClock)
-        yield
 
 
 def post(client: FlaskClient, *evs: dict[str, Any]):
@@ -398,7 +379,75 @@ def test_token_of_a_deleted_message_never_speaks_for_the_message_reusing_its_row
     assert response.get_json()["results"][0]["code"] == "message_unknown"
     assert stored_events(app) == 0
     assert client.get("/feedback/state", query_string={"token": token_new}).get_json()["vote"] is None
-    assert client.get("/feedback/state", query_string={"token": token_gone}).status_code == 404
+    gone_state = client.get("/feedback/state", query_string={"token": token_gone})
+    assert (gone_state.status_code, gone_state.get_json()["code"]) == (404, "message_unknown")
+    documented = client.get("/feedback/openapi.json").get_json()["paths"]["/feedback/state"]["get"]["responses"]
+    assert "404" in documented  # found by tests/test_fuzz_openapi.py
+
+
+# -- replay: a captured token reused for another message, another user, another deployment, or late --
+
+
+def test_a_token_replayed_with_another_messages_ids_in_a_batch_loses_only_that_event(make_app) -> None:
+    app = make_app()
+    token_a = register(app, message_id="m-a")
+    token_b = register(app, message_id="m-b")
+    client = app.test_client()
+    replayed = event("thumbs_down", token_a, conversation_id="c-1", message_id="m-b")
+    own = event("thumbs_up", token_b)
+    response = post(client, replayed, own)
+    assert response.status_code == 200
+    assert [(r["status"], r.get("code")) for r in response.get_json()["results"]] == [
+        ("rejected", "token_mismatch"), ("accepted", None)]
+    assert client.get("/feedback/state", query_string={"token": token_b}).get_json()["vote"] == "up"
+    assert client.get("/feedback/state", query_string={"token": token_a}).get_json()["vote"] is None
+
+
+def test_a_token_of_user_x_in_a_batch_for_user_y_never_touches_y(make_app) -> None:
+    app = make_app()
+    x = register(app, user_id="x@example.com")
+    y = register(app, user_id="y@example.com")
+    client = app.test_client()
+    batch = [event("thumbs_up", y), event("thumbs_down", x, user_id="y@example.com", reason="HARMFUL_OR_UNSAFE"),
+             event("rating", x, value=1, user_id="y@example.com")]
+    response = post(client, *batch)
+    assert [r.get("code") for r in response.get_json()["results"]] == [None, "token_mismatch", "token_mismatch"]
+    assert client.get("/feedback/state", query_string={"token": y}).get_json() == {
+        "vote": "up", "rating": None, "reason": None, "comment": None, "copied": False}
+    assert client.get("/feedback/state", query_string={"token": x}).get_json()["vote"] is None
+    assert stored_events(app) == 1
+
+
+def test_a_token_replayed_on_another_deployment_sharing_the_secret_is_refused(make_app, tmp_path) -> None:
+    first = make_app()
+    second = make_app(FEEDBACK_DATABASE_URL=f"sqlite:///{tmp_path / 'second.sqlite3'}")
+    token = register(first, message_id="m-first")
+    register(second, message_id="m-second")  # the same row id, 1, holds another message there
+    client = second.test_client()
+    response = post(client, event("thumbs_up", token))
+    assert response.status_code == 422
+    assert response.get_json()["results"][0]["code"] == "message_unknown"
+    assert client.get("/feedback/state", query_string={"token": token}).status_code == 404
+    assert stored_events(second) == 0
+
+
+def test_a_token_that_worked_is_refused_once_it_expires(make_app) -> None:
+    app = make_app(FEEDBACK_TOKEN_MAX_AGE=60)
+    token = register(app)  # issued now; the clock is then moved, never slept on
+    client = app.test_client()
+    vote = event("thumbs_up", token)
+    assert post(client, vote).status_code == 200
+    with clock_shifted(60):
+        assert post(client, event("copy_output", token, text="x")).status_code == 200  # at max age: still valid
+    with clock_shifted(61):
+        for replay in (event("thumbs_down", token), vote):  # a new event, and the accepted one sent again
+            response = post(client, replay)
+            assert response.status_code == 401
+            assert response.get_json()["results"][0]["code"] == "token_expired"
+        state = client.get("/feedback/state", query_string={"token": token})
+        assert (state.status_code, state.get_json()["code"]) == (401, "token_expired")
+    assert client.get("/feedback/state", query_string={"token": token}).get_json()["vote"] == "up"
+    assert stored_events(app) == 2
 
 
 # -- unsigned mode -----------------------------------------------------------------------------------

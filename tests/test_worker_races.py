@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.schema import outbox
+from feedback_bridge.testing import NebulyEmulator
 from feedback_bridge.worker import Worker, WorkerSettings
 from support import RecordingAdapter, event
 
@@ -150,3 +152,68 @@ def test_stopping_a_running_worker_finishes_the_pass_it_is_in(make_app, sqlite_u
     assert not thread.is_alive() and not stopper.is_alive()
     with fdb.read(runtime(app).engine) as conn:
         assert conn.execute(select(outbox.c.status)).scalars().all() == ["delivered"]
+
+
+WORKER_APP = textwrap.dedent("""
+    import os
+    from flask import Flask
+    from feedback_bridge import FeedbackBridge
+
+    app = Flask("worker_app", instance_path=os.environ["WORKER_APP_INSTANCE"])
+    app.config["SECRET_KEY"] = "test-secret"
+    FeedbackBridge(app)  # FEEDBACK_* from the environment
+""")
+NEBULY_KEY = "nb-worker-crash-key"
+
+
+def test_a_worker_process_killed_mid_send_leaves_its_delivery_to_the_next_worker_after_the_lease(
+    make_app, database_url, tmp_path
+):
+    with NebulyEmulator(api_keys={NEBULY_KEY}) as nebuly:
+        arrived = threading.Event()
+
+        def mark_arrival() -> None:  # runs before the emulator's own hook, which holds a "hang" request
+            arrived.set()
+
+        nebuly.app.before_request_funcs.setdefault(None, []).insert(0, mark_arrival)
+        config = {"FEEDBACK_DATABASE_URL": database_url, "FEEDBACK_SETTLE_SECONDS": 0,
+                  "FEEDBACK_LEASE_SECONDS": 3, "FEEDBACK_POLL_SECONDS": 0.2,
+                  "FEEDBACK_PROVIDERS": {"nebuly": {"base_url": nebuly.url, "api_key": NEBULY_KEY}}}
+        app = make_app(**config)
+        token = register(app)
+        vote = event("thumbs_down", token, reason="NOT_COMPLETE")
+        assert app.test_client().post("/feedback/events", json={"events": [vote]}).json["accepted"] == 1
+
+        (tmp_path / "worker_app.py").write_text(WORKER_APP)
+        env = {**os.environ, "WORKER_APP_INSTANCE": str(tmp_path / "inst"),
+               **{key: json.dumps(value) if not isinstance(value, str) else value for key, value in config.items()}}
+
+        def start_worker() -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "-m", "flask", "--app", "worker_app", "feedback", "worker"],
+                                    cwd=tmp_path, env=env, stderr=subprocess.DEVNULL)
+
+        nebuly.fail_next(1, "hang")
+        first = start_worker()
+        try:
+            assert arrived.wait(60), "the first worker sent the delivery"
+            with fdb.read(runtime(app).engine) as conn:
+                held = conn.execute(select(outbox)).mappings().one()
+            assert held["status"] == "in_flight" and held["lease_owner"].split(":")[1] == str(first.pid)
+            os.kill(first.pid, signal.SIGKILL)  # while its request hangs in the provider
+        finally:
+            first.wait(30)
+        assert first.returncode == -signal.SIGKILL
+
+        second = start_worker()
+        try:
+            [call] = nebuly.wait_for(1, timeout=60)
+        finally:
+            second.terminate()  # a graceful stop: SIGTERM
+            second.wait(30)
+        assert second.returncode == 0
+        assert json.loads(call.body)["feedback"]["slug"] == "thumbs_down"
+        with fdb.read(runtime(app).engine) as conn:
+            row = conn.execute(select(outbox)).mappings().one()
+        assert (row["status"], row["attempts"]) == ("delivered", 2)
+        assert row["delivered_at"] >= held["lease_until"], "the second worker waited for the first one's lease"
+        assert len(nebuly.received) == 1

@@ -11,7 +11,7 @@ from flask import Blueprint, Response, jsonify, request
 from flask_cors import CORS
 from marshmallow import ValidationError
 from sqlalchemy import text
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import db, widget_asset
 from .exceptions import TokenError, TokenMismatch, TokenMissing, UnknownMessageError
@@ -39,6 +39,12 @@ def error(status: int, errors: dict[str, Any], code: str | None = None) -> Respo
     return response
 
 
+def rate_limited(seconds: int) -> Response:
+    response = error(429, {"_schema": [f"Too many requests; retry in {seconds} s."]}, "rate_limited")
+    response.headers["Retry-After"] = str(seconds)
+    return response
+
+
 def create_blueprint(runtime: Runtime) -> Blueprint:
     settings = runtime.settings
     bp = Blueprint(
@@ -55,10 +61,16 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.post("/events")
     def post_events() -> Response:
+        if wait := runtime.rate_limits.retry_after("events"):  # before the body is even read
+            return rate_limited(wait)
         if request.mimetype not in BODY_TYPES:
             return error(415, {"_schema": ["Send the events as application/json (or text/plain)."]})
-        request.max_content_length = settings.max_content_length
-        raw = request.get_data(cache=False)  # raises 413 past the limit, before reading the rest
+        # A Content-Length past the limit raises 413 before anything is read. A streamed (chunked) body is cut
+        # off after one byte more than the limit: werkzeug stops at the limit without saying it was reached.
+        request.max_content_length = settings.max_content_length + 1
+        raw = request.get_data(cache=False)
+        if len(raw) > settings.max_content_length:
+            raise RequestEntityTooLarge()
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -79,6 +91,10 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             outcomes.append(outcome)
             if incoming:
                 valid.append(incoming)
+        # Per-token limits refuse the whole request before anything is stored: the widget retries it whole.
+        subjects = [(i.message.conversation_id, i.message.message_id, i.user_id) for i in valid]
+        if subjects and (wait := runtime.rate_limits.retry_after("events", subjects)):
+            return rate_limited(wait)
         if valid:
             stored = iter(runtime.ingest(valid))
             outcomes = [outcome or next(stored) for outcome in outcomes]
@@ -86,6 +102,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
 
     @bp.get("/state")
     def get_state() -> Response:
+        if wait := runtime.rate_limits.retry_after("state"):
+            return rate_limited(wait)
         try:
             query = _state_query_schema.load(request.args)
         except ValidationError as exc:
@@ -96,6 +114,8 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
             return error(401, {"token": [str(exc)]}, exc.code)
         except UnknownMessageError as exc:
             return error(404, {"token": [str(exc)]}, "message_unknown")
+        if wait := runtime.rate_limits.retry_after("state", [(message.conversation_id, message.message_id, user_id)]):
+            return rate_limited(wait)
         return jsonify(runtime.store.get_state(message.pk, user_id).as_public_dict())
 
     widget_asset.add_routes(bp)  # /widget.js, /widget.mjs, /widget/i18n/<lang>.json: minified, cached

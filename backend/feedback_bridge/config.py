@@ -30,6 +30,9 @@ DEFAULTS: dict[str, Any] = {
     "BACKOFF_BASE": 2.0,
     "BACKOFF_MAX": 3600.0,
     "MAX_CONTENT_LENGTH": 1024 * 1024,
+    "RATE_LIMIT_IP": "600/minute",  # "" turns a limit off
+    "RATE_LIMIT_TOKEN": "120/minute",
+    "RATE_LIMIT_STORAGE_URI": "memory://",
 }
 
 
@@ -73,6 +76,9 @@ class Settings:
     backoff_base: float
     backoff_max: float
     max_content_length: int
+    rate_limit_ip: str
+    rate_limit_token: str
+    rate_limit_storage_uri: str
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -95,6 +101,9 @@ class Settings:
                 backoff_base=float(raw["backoff_base"]),
                 backoff_max=float(raw["backoff_max"]),
                 max_content_length=int(raw["max_content_length"]),
+                rate_limit_ip=str(raw["rate_limit_ip"] or ""),
+                rate_limit_token=str(raw["rate_limit_token"] or ""),
+                rate_limit_storage_uri=str(raw["rate_limit_storage_uri"] or "memory://"),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigurationError(f"Invalid FEEDBACK_* setting: {exc}") from exc

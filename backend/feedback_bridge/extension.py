@@ -19,6 +19,7 @@ from .config import Settings, apply_defaults
 from .exceptions import ConfigurationError, NotInitializedError, TokenInvalid, TokenMissing, UnknownMessageError
 from .models import FeedbackState, Message
 from .providers import ProviderAdapter, build_adapters
+from .ratelimit import RateLimits
 from .store import IncomingEvent, Outcome, Store
 from .tokens import MessageTokens, message_key
 from .worker import Worker, WorkerSettings
@@ -38,6 +39,8 @@ class Runtime:
         self.settings = settings
         # Adapters first: a bad FEEDBACK_PROVIDERS fails before a database is opened or created.
         self.adapters: dict[str, ProviderAdapter] = build_adapters(settings.providers)
+        self.rate_limits = RateLimits(ip=settings.rate_limit_ip, token=settings.rate_limit_token,
+                                      storage_uri=settings.rate_limit_storage_uri)
         self.engine: Engine = db.make_engine(settings.database_url, settings.engine_options)
         self.store = Store(self.engine)
         self.store.create_tables()
@@ -130,6 +133,7 @@ class FeedbackBridge:
         runtime = Runtime(app, Settings.from_app(app))
         app.extensions[EXTENSION_KEY] = runtime
         app.register_blueprint(create_blueprint(runtime))
+        runtime.rate_limits.init_app(app)
         prefix = runtime.settings.url_prefix
 
         # Routing errors (404, 405) under the prefix never reach the blueprint's own handlers. Elsewhere the

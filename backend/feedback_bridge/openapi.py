@@ -22,6 +22,14 @@ def _json(schema: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _rate_limited() -> dict[str, Any]:
+    response = _json("Error", "A rate limit was reached (code rate_limited); nothing was stored. Retry the "
+                              "whole request after Retry-After seconds.")
+    response["headers"] = {"Retry-After": {"description": "Seconds to wait.", "required": True,
+                                           "schema": {"type": "integer", "minimum": 1}}}
+    return response
+
+
 def build_spec(prefix: str) -> dict[str, Any]:
     spec = APISpec(
         title="feedback-bridge event API", version=__version__, openapi_version="3.1.0",
@@ -43,12 +51,15 @@ def build_spec(prefix: str) -> dict[str, Any]:
             "413": _json("Error", "The body is too large."),
             "415": _json("Error", "The content type is not JSON or text/plain."),
             "422": _json("EventsResponse", "Every event was rejected."),
+            "429": _rate_limited(),
         },
     }})
     spec.path(f"{prefix}/state", operations={"get": {
         "summary": "The current feedback of the token's user on the token's message.",
         "parameters": [{"name": "token", "in": "query", "required": True, "schema": {"type": "string"}}],
-        "responses": {"200": _json("State", "The state."), "401": _json("Error", "Bad token.")},
+        "responses": {"200": _json("State", "The state."), "401": _json("Error", "Bad token."),
+                      "404": _json("Error", "The token's message is no longer known (code message_unknown)."),
+                      "429": _rate_limited()},
     }})
     spec.path(f"{prefix}/health", operations={"get": {
         "summary": "Liveness and database reachability.",
@@ -60,4 +71,8 @@ def build_spec(prefix: str) -> dict[str, Any]:
                               "content": {"text/javascript": {"schema": {"type": "string"}}}},
                       "304": {"description": "Not modified."}},
     }})
-    return spec.to_dict()
+    document = spec.to_dict()
+    # The envelope loads each event as raw JSON (so one bad event loses no other); document what an event is.
+    document["components"]["schemas"]["Envelope"]["properties"]["events"]["items"] = {
+        "$ref": "#/components/schemas/Event"}
+    return document

@@ -118,10 +118,8 @@ class EnvelopeSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    events = fields.List(
-        fields.Raw(), required=True, validate=validate.Length(1, MAX_EVENTS),
-        metadata={"items": {"$ref": "#/components/schemas/Event"}},
-    )
+    # A null event is rejected on its own like any other non-object, not with the whole batch.
+    events = fields.List(fields.Raw(allow_none=True), required=True, validate=validate.Length(1, MAX_EVENTS))
 
 
 class OutcomeSchema(Schema):
