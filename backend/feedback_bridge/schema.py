@@ -62,6 +62,7 @@ messages = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("conversation_id", "message_id", name="uq_feedback_messages_ids"),
     Index("ix_feedback_messages_user", "user_id"),
+    Index("ix_feedback_messages_created", "created_at"),  # the dashboard's answers per time window
 )
 
 events = Table(
@@ -82,6 +83,10 @@ events = Table(
     Index("ix_feedback_events_message_user", "message_pk", "user_id"),
     Index("ix_feedback_events_received", "received_at"),
     Index("ix_feedback_events_amends", "amends"),
+    # The dashboard: its overview aggregates a time window from this index alone (covering), and its list
+    # pages one user's events newest first.
+    Index("ix_feedback_events_received_kind", "received_at", "type", "value", "reason", "amends"),
+    Index("ix_feedback_events_user_received", "user_id", "received_at"),
 )
 
 states = Table(
@@ -97,6 +102,7 @@ states = Table(
     Column("copied_at", UTCDateTime),
     Column("copy_count", Integer, nullable=False, default=0),
     Column("updated_at", UTCDateTime),
+    Index("ix_feedback_states_copied", "copied_at"),  # the dashboard's copy rate
 )
 
 outbox = Table(
@@ -125,4 +131,5 @@ outbox = Table(
     Index("ix_feedback_outbox_due", "status", "next_attempt_at"),
     Index("ix_feedback_outbox_key", "provider", "message_pk", "user_id"),
     Index("ix_feedback_outbox_event", "event_pk"),
+    Index("ix_feedback_outbox_created", "created_at", "provider", "status"),  # the dashboard's delivery health
 )
