@@ -18,11 +18,10 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 from sqlalchemy import select, update
 
+from conftest import runtime
 from feedback_bridge import db
 from feedback_bridge.schema import events, messages, outbox, states
 from feedback_bridge.seed import seed_store
-
-from conftest import runtime
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 BASE = "/feedback/dashboard"

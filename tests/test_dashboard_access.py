@@ -7,9 +7,8 @@ import re
 
 import pytest
 
-from feedback_bridge.exceptions import ConfigurationError
-
 from conftest import register
+from feedback_bridge.exceptions import ConfigurationError
 from support import event, post_events
 
 BASE = "/feedback/dashboard"
