@@ -2,8 +2,8 @@
 
     python bench/dashboard.py [--database-url URL] [--events 1000000] [--runs 7]
 
-The first run seeds the store with ``feedback_bridge.seed.seed_store`` (minutes for a million events; a store
-that already holds at least ``--events`` events is reused as it is), then analyses it. Each page is fetched
+The first run seeds the store: 100,000 events from ``feedback_bridge.seed.seed_store``, copied by the database
+up to ``--events`` (a store that already holds that many is reused as it is), then analysed. Each page is fetched
 once to warm caches, then ``--runs`` times with Flask's test client (no sockets): what is measured is the
 bridge's own work, SQL and templates. Goals (issue 5): overview < 500 ms, a filtered list page < 200 ms.
 """
@@ -17,27 +17,66 @@ import time
 from datetime import datetime, timezone
 
 from flask import Flask
-from sqlalchemy import func, select, text
+from sqlalchemy import Insert, Table, func, insert, literal, null, select, text
 
 from feedback_bridge import FeedbackBridge, db
-from feedback_bridge.schema import events, messages
-from feedback_bridge.seed import seed_store
+from feedback_bridge.schema import events, messages, outbox, states
+from feedback_bridge.seed import advance_sequences, seed_store
 
 DEFAULT_URL = "sqlite:///bench-dashboard.sqlite3"
+BASE_EVENTS = 100_000
 
 
-def seed(database_url: str, n: int) -> None:
+def seed(database_url: str, n: int, base: int = BASE_EVENTS) -> None:
+    """``base`` events from ``seed_store``, then copies of them made by the database itself (new ids, message
+    and event ids suffixed ``-k``, same times) up to ``n``: the same mix, ten times as dense, in minutes."""
     engine = db.make_engine(database_url)
     db.create_all(engine)
     with db.read(engine) as conn:
         have = conn.execute(select(func.count()).select_from(events)).scalar_one()
-    if have < n:
-        started = time.perf_counter()
-        seed_store(engine, n - have, now=datetime.now(timezone.utc))
-        print(f"seeded {n - have} events in {time.perf_counter() - started:.0f} s")
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("ANALYZE" if engine.dialect.name == "sqlite" else "VACUUM ANALYZE"))
+    if have >= n:
+        engine.dispose()
+        return
+    started = time.perf_counter()
+    if have < base:
+        seed_store(engine, base - have, now=datetime.now(timezone.utc))
+    with db.read(engine) as conn:
+        maxima = [conn.execute(select(func.max(t.c.id))).scalar_one() for t in (messages, events, outbox)]
+        have = conn.execute(select(func.count()).select_from(events)).scalar_one()
+    copies = -(-n // have) - 1
+    for k in range(1, copies + 1):
+        with db.write(engine) as conn:
+            for table in (messages, events, states, outbox):
+                conn.execute(_copy(table, k, *maxima))
+    with db.write(engine) as conn:
+        advance_sequences(conn)
+    print(f"seeded {base} events and {copies} copies in {time.perf_counter() - started:.0f} s")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE" if engine.dialect.name == "sqlite" else "VACUUM ANALYZE"))
     engine.dispose()
+
+
+def _copy(table: Table, k: int, max_message: int, max_event: int, max_outbox: int) -> Insert:
+    """``INSERT INTO table SELECT`` the original rows with their keys shifted by ``k`` times the maxima."""
+    shifted = {
+        "message_pk": table.c.get("message_pk", None), "event_pk": table.c.get("event_pk", None),
+    }
+    exprs = []
+    for column in table.columns:
+        name = column.name
+        if name == "id":
+            offset = {"feedback_messages": max_message, "feedback_events": max_event}.get(table.name, max_outbox)
+            exprs.append(column + k * offset)
+        elif name in shifted and shifted[name] is not None:
+            exprs.append(column + k * (max_message if name == "message_pk" else max_event))
+        elif name in ("message_id", "event_id", "amends"):
+            exprs.append(column + literal(f"-{k}"))
+        elif name == "coalesce_key":
+            exprs.append(null())
+        else:
+            exprs.append(column)
+    originals = table.c.message_pk <= max_message if table.name != "feedback_messages" else table.c.id <= max_message
+    return insert(table).from_select([c.name for c in table.columns], select(*exprs).where(originals))
 
 
 def build_app(database_url: str) -> Flask:

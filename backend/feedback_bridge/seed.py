@@ -147,7 +147,7 @@ def seed_store(engine: Engine, n: int, *, now: datetime | None = None, seed: int
             for table in (messages, events, states, outbox):
                 _bulk_insert(conn, table, rows[table.name.removeprefix("feedback_")])
     with db.write(engine) as conn:
-        _advance_sequences(conn)
+        advance_sequences(conn)
     logger.info("Seeded %d events on %d messages", written, n_messages)
     return written
 
@@ -411,7 +411,7 @@ def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> 
                             else row.get(name) for name in names])
 
 
-def _advance_sequences(conn: Connection) -> None:
+def advance_sequences(conn: Connection) -> None:
     """Ids were given explicitly: move PostgreSQL's sequences past them (SQLite needs nothing)."""
     if conn.dialect.name != "postgresql":
         return
