@@ -13,19 +13,20 @@ from collections.abc import Sequence
 from markupsafe import Markup, escape
 
 WIDTH = 640
-PLOT_TOP, PLOT_BOTTOM, PLOT_LEFT = 12, 24, 40
+PLOT_TOP, PLOT_BOTTOM, PLOT_LEFT, PLOT_RIGHT = 12, 24, 40, 24  # room for the axis and the outer labels
 
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
-def _svg(title: str, width: int, height: int, body: list[str], chart_class: str) -> Markup:
+def _svg(title: str, width: int, height: int, body: list[str], chart_class: str, stretch: bool = False) -> Markup:
     # The id ties the title to the chart (aria-labelledby); derived from the content, so output stays pure.
     ident = "chart-" + hashlib.sha1("".join([title, *body]).encode()).hexdigest()[:10]
+    aspect = ' preserveAspectRatio="none"' if stretch else ""
     parts = [
         f'<svg class="chart {chart_class}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-labelledby="{ident}" xmlns="http://www.w3.org/2000/svg">',
+        f'aria-labelledby="{ident}"{aspect} xmlns="http://www.w3.org/2000/svg">',
         f'<title id="{ident}">{escape(title)}</title>', *body, "</svg>",
     ]
     return Markup("".join(parts))
@@ -41,7 +42,7 @@ def bar_chart(items: Sequence[tuple[str, float]], *, title: str, height: int = 1
     """Vertical bars, one per ``(label, value)``; every ``label_every``-th label is written under its bar."""
     plot_height = height - PLOT_TOP - PLOT_BOTTOM
     top = _scale([value for _, value in items])
-    slot = (WIDTH - PLOT_LEFT) / max(len(items), 1)
+    slot = (WIDTH - PLOT_LEFT - PLOT_RIGHT) / max(len(items), 1)
     body = [f'<text class="axis" x="{PLOT_LEFT - 4}" y="{PLOT_TOP + 4}" text-anchor="end">{_number(top)}</text>',
             f'<line class="baseline" x1="{PLOT_LEFT}" x2="{WIDTH}" y1="{height - PLOT_BOTTOM}" '
             f'y2="{height - PLOT_BOTTOM}"/>']
@@ -85,7 +86,7 @@ def line_chart(points: Sequence[tuple[str, float | None]], *, title: str, height
     """A line through the ``(label, value)`` points; a None value (no data that day) breaks the line."""
     plot_height = height - PLOT_TOP - PLOT_BOTTOM
     top = maximum if maximum is not None else _scale([value for _, value in points])
-    slot = (WIDTH - PLOT_LEFT) / max(len(points), 1)
+    slot = (WIDTH - PLOT_LEFT - PLOT_RIGHT) / max(len(points), 1)
     body = [f'<text class="axis" x="{PLOT_LEFT - 4}" y="{PLOT_TOP + 4}" text-anchor="end">{_number(top)}'
             f"{escape(unit)}</text>",
             f'<line class="baseline" x1="{PLOT_LEFT}" x2="{WIDTH}" y1="{height - PLOT_BOTTOM}" '
@@ -119,4 +120,4 @@ def stacked_bar(segments: Sequence[tuple[str, int]], *, title: str, height: int 
             body.append(f'<rect class="seg seg-{escape(name)}" x="{x:.1f}" y="0" width="{width:.1f}" '
                         f'height="{height}"><title>{escape(name)}: {_number(value)}</title></rect>')
         x += width
-    return _svg(title, WIDTH, height, body, "stacked-bar")
+    return _svg(title, WIDTH, height, body, "stacked-bar", stretch=True)  # a thin bar at any width
