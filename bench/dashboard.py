@@ -17,7 +17,7 @@ import time
 from datetime import datetime, timezone
 
 from flask import Flask
-from sqlalchemy import Insert, Table, func, insert, literal, null, select, text
+from sqlalchemy import Engine, Insert, Table, func, insert, literal, null, select, text
 
 from feedback_bridge import FeedbackBridge, db
 from feedback_bridge.schema import events, messages, outbox, states
@@ -35,6 +35,10 @@ def seed(database_url: str, n: int, base: int = BASE_EVENTS) -> None:
     with db.read(engine) as conn:
         have = conn.execute(select(func.count()).select_from(events)).scalar_one()
     if have >= n:
+        created = db.create_missing_indexes(engine)  # a store seeded by an earlier version of the schema
+        if created:
+            print(f"created indexes {', '.join(created)}")
+            _analyze(engine)
         engine.dispose()
         return
     started = time.perf_counter()
@@ -51,9 +55,13 @@ def seed(database_url: str, n: int, base: int = BASE_EVENTS) -> None:
     with db.write(engine) as conn:
         advance_sequences(conn)
     print(f"seeded {base} events and {copies} copies in {time.perf_counter() - started:.0f} s")
+    _analyze(engine)
+    engine.dispose()
+
+
+def _analyze(engine: Engine) -> None:
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE" if engine.dialect.name == "sqlite" else "VACUUM ANALYZE"))
-    engine.dispose()
 
 
 def _copy(table: Table, k: int, max_message: int, max_event: int, max_outbox: int) -> Insert:

@@ -6,7 +6,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import inspect, select, text
 
 from feedback_bridge import db
 from feedback_bridge.models import REASONS
@@ -96,3 +96,21 @@ def test_seeding_twice_adds_to_the_store(tmp_path):
     after = seeded(url, 50, 2)
     assert len(after["feedback_events"]) == 150
     assert len({row[1] for row in after["feedback_events"]}) == 150  # event ids stay unique
+
+
+def test_missing_indexes_are_created_for_a_store_made_before_them(database_url):
+    engine = db.make_engine(database_url)
+    try:
+        db.create_all(engine)
+        dashboard = ["ix_feedback_events_kind_received", "ix_feedback_outbox_health", "ix_feedback_states_copied"]
+        with engine.begin() as conn:
+            for name in dashboard:
+                conn.execute(text(f"DROP INDEX {name}"))
+
+        assert sorted(db.create_missing_indexes(engine)) == dashboard
+        assert db.create_missing_indexes(engine) == []
+        names = {i["name"] for table in ("feedback_events", "feedback_outbox", "feedback_states")
+                 for i in inspect(engine).get_indexes(table)}
+        assert set(dashboard) <= names
+    finally:
+        engine.dispose()
