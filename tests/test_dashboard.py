@@ -114,6 +114,7 @@ def test_overview_window_selector(seeded):
     assert figure(quarter, "stat-total") == f"{len(rows):,}"  # everything is younger than 12 weeks
     assert 'aria-current="true">7 days' in week
     assert c.get(f"{BASE}/?days=soon").status_code == 400
+    assert c.get(f"{BASE}/?days=3000").json == {"errors": {"days": ["One of 7, 30, 90."]}}
 
 
 # -- list, filters, pagination ---------------------------------------------------------------------

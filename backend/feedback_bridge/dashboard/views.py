@@ -82,6 +82,8 @@ def create_dashboard_blueprint(runtime: Runtime) -> Blueprint:
     def overview() -> Response | str:
         params = _params()
         days = params.get("days", filters.DEFAULT_WINDOW)
+        if days not in filters.WINDOWS:  # a count per day: the overview keeps to the windows it offers
+            return error(400, {"days": [f"One of {', '.join(map(str, filters.WINDOWS))}."]})
         now = runtime.now()
         data = queries.overview(runtime.engine, now - timedelta(days=days), now)
         return render_template("feedback_bridge/dashboard/overview.html", data=data, days=days,
