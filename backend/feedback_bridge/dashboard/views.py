@@ -187,6 +187,7 @@ def _denied(denied: access.Denied) -> Response:
 
 def _common() -> dict[str, Any]:
     return {"reasons": REASONS, "reason_labels": REASON_LABELS, "statuses": queries.STATUSES, "age": _age,
+            "finished": queries.FINISHED,
             "pretty": _pretty}
 
 
