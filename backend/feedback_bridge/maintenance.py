@@ -77,16 +77,18 @@ class ExportFilter:
         if self.reason is not None:
             clauses.append(events.c.reason == self.reason)
         if self.provider is not None or self.status is not None:
-            delivery = outbox.c.event_pk.is_not(None)
-            if self.provider is not None:
-                delivery &= outbox.c.provider == self.provider
-            if self.status is not None:
-                delivery &= outbox.c.status == self.status
+            wanted = [(outbox.c.provider, self.provider), (outbox.c.status, self.status)]
+            # Per event, its own few deliveries are looked up by event_pk; `|| ''` keeps the planner (SQLite's)
+            # from scanning every delivery of a provider and status for each event instead.
+            clauses.append(exists().where(outbox.c.event_pk == events.c.id,
+                                          *[column.concat("") == value for column, value in wanted if value]))
             if self.status in _FEW:
-                # Few rows have this status: start from them (an index on status) rather than test every event.
-                clauses.append(events.c.id.in_(select(outbox.c.event_pk).where(delivery)))
-            else:
-                clauses.append(exists().where(delivery & (outbox.c.event_pk == events.c.id)))
+                # Few rows have this status, possibly none: a newest-first scan would test every event for them.
+                # An event's deliveries are created with it (created_at == its received_at), so no match is
+                # older than the oldest such delivery, found in one index seek.
+                oldest = select(func.min(outbox.c.created_at)).where(
+                    outbox.c.event_pk.is_not(None), *[column == value for column, value in wanted if value])
+                clauses.append(events.c.received_at >= oldest.scalar_subquery())
         return clauses
 
 
