@@ -106,7 +106,8 @@ def pages(app: Flask) -> list[str]:
         f"{base}/feedback", f"{base}/feedback?vote=down&reason=NOT_COMPLETE",
         f"{base}/feedback?rating=1", f"{base}/feedback?provider=qbusiness&status=failed",
         f"{base}/feedback?user={user}", f"{base}/feedback?conversation={conversation}",
-        f"{base}/feedback?provider=nebuly&status=pending&days=90",
+        f"{base}/feedback?provider=nebuly&status=pending&days=90", f"{base}/feedback?status=failed",
+        f"{base}/feedback?provider=moveworks&status=skipped",
     ]
 
 
