@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, delete, exists, func, select
+from sqlalchemy import Connection, Engine, String, delete, exists, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from . import db
 from .models import DeliveryStatus
@@ -77,19 +79,37 @@ class ExportFilter:
         if self.reason is not None:
             clauses.append(events.c.reason == self.reason)
         if self.provider is not None or self.status is not None:
-            wanted = [(outbox.c.provider, self.provider), (outbox.c.status, self.status)]
-            # Per event, its own few deliveries are looked up by event_pk; `|| ''` keeps the planner (SQLite's)
-            # from scanning every delivery of a provider and status for each event instead.
-            clauses.append(exists().where(outbox.c.event_pk == events.c.id,
-                                          *[column.concat("") == value for column, value in wanted if value]))
+            wanted = [(column, value) for column, value in ((outbox.c.provider, self.provider),
+                                                            (outbox.c.status, self.status)) if value]
             if self.status in _FEW:
-                # Few rows have this status, possibly none: a newest-first scan would test every event for them.
-                # An event's deliveries are created with it (created_at == its received_at), so no match is
-                # older than the oldest such delivery, found in one index seek.
-                oldest = select(func.min(outbox.c.created_at)).where(
-                    outbox.c.event_pk.is_not(None), *[column == value for column, value in wanted if value])
-                clauses.append(events.c.received_at >= oldest.scalar_subquery())
+                # Few rows have this status, possibly none: start from them (an index on status) rather than
+                # test every event, newest first, for one.
+                clauses.append(events.c.id.in_(
+                    select(outbox.c.event_pk).where(*[column == value for column, value in wanted])))
+            else:
+                # Per event, its own few deliveries by event_pk; `unindexed` keeps SQLite's planner from
+                # scanning every delivery of the provider and status for each event instead.
+                clauses.append(exists().where(outbox.c.event_pk == events.c.id,
+                                              *[unindexed(column) == value for column, value in wanted]))
         return clauses
+
+
+class unindexed(FunctionElement):  # lower case: used like a SQL function
+    """The column as is, but not usable as an index key: ``+column`` on SQLite, the plain column elsewhere
+    (PostgreSQL's planner needs no such hint, and an expression there would cost it its plan)."""
+
+    inherit_cache = True
+    type = String()  # used on text columns only
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
 
 
 def count_events(engine: Engine, filters: ExportFilter) -> int:
