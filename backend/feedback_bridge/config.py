@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Config, Flask
+from flask import Config, Flask, Request
 
 from .exceptions import ConfigurationError
 
@@ -33,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "RATE_LIMIT_IP": "600/minute",  # "" turns a limit off
     "RATE_LIMIT_TOKEN": "120/minute",
     "RATE_LIMIT_STORAGE_URI": "memory://",
+    "DASHBOARD_CHECK": None,  # None: no admin check, so no dashboard (unless DASHBOARD_USERS)
+    "DASHBOARD_USERS": {},
 }
 
 
@@ -79,6 +83,8 @@ class Settings:
     rate_limit_ip: str
     rate_limit_token: str
     rate_limit_storage_uri: str
+    dashboard_check: Callable[[Request], bool] | None
+    dashboard_users: dict[str, str]
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -104,6 +110,8 @@ class Settings:
                 rate_limit_ip=str(raw["rate_limit_ip"] or ""),
                 rate_limit_token=str(raw["rate_limit_token"] or ""),
                 rate_limit_storage_uri=str(raw["rate_limit_storage_uri"] or "memory://"),
+                dashboard_check=_as_check(raw["dashboard_check"]),
+                dashboard_users={str(name): str(password) for name, password in dict(raw["dashboard_users"]).items()},
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigurationError(f"Invalid FEEDBACK_* setting: {exc}") from exc
@@ -117,6 +125,24 @@ class Settings:
         if settings.max_content_length < 1:
             raise ConfigurationError("FEEDBACK_MAX_CONTENT_LENGTH must be >= 1.")
         return settings
+
+
+def _as_check(value: Any) -> Callable[[Request], bool] | None:
+    """A callable, or its ``"module:attr"`` import path."""
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"FEEDBACK_DASHBOARD_CHECK must be a callable or an import path, not {value!r}")
+    module_name, sep, attr = value.partition(":")
+    if not sep:
+        module_name, _, attr = value.rpartition(".")
+    try:
+        check = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"cannot import FEEDBACK_DASHBOARD_CHECK {value!r}: {exc}") from None
+    if not callable(check):
+        raise TypeError(f"FEEDBACK_DASHBOARD_CHECK {value!r} is not callable")
+    return check
 
 
 def _as_list(value: Any) -> list[str]:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert, TableClause
 
@@ -61,6 +61,22 @@ def create_all(engine: Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
         metadata.create_all(conn)
+
+
+def create_missing_indexes(engine: Engine) -> list[str]:
+    """Create the indexes ``schema.py`` declares that existing tables lack (``create_all`` adds indexes only
+    with new tables), e.g. after an upgrade. Returns their names. On a large store this takes a while, and on
+    PostgreSQL blocks writes to each table while its index is built: run it in a quiet moment."""
+    created = []
+    with engine.begin() as conn:
+        existing = inspect(conn)
+        for table in metadata.sorted_tables:
+            have = {index["name"] for index in existing.get_indexes(table.name)}
+            for index in sorted(table.indexes, key=lambda i: i.name or ""):
+                if index.name not in have:
+                    index.create(conn)
+                    created.append(str(index.name))
+    return created
 
 
 @contextmanager

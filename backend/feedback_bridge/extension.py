@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from . import db
 from .api import create_blueprint, json_http_error
 from .config import Settings, apply_defaults
+from .dashboard import register_dashboard
 from .exceptions import ConfigurationError, NotInitializedError, TokenInvalid, TokenMissing, UnknownMessageError
 from .models import FeedbackState, Message
 from .providers import ProviderAdapter, build_adapters
@@ -134,6 +135,7 @@ class FeedbackBridge:
         app.extensions[EXTENSION_KEY] = runtime
         app.register_blueprint(create_blueprint(runtime))
         runtime.rate_limits.init_app(app)
+        register_dashboard(app, runtime)
         prefix = runtime.settings.url_prefix
 
         # Routing errors (404, 405) under the prefix never reach the blueprint's own handlers. Elsewhere the

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -10,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, delete, exists, func, select
+from sqlalchemy import Connection, Engine, String, delete, exists, func, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from . import db
 from .models import DeliveryStatus
@@ -23,6 +26,8 @@ PAGE_SIZE = 1000
 # The order of the tables in a purge report, children first (the order they are deleted in).
 TABLES = ("outbox", "states", "events", "messages")
 _UNFINISHED = (DeliveryStatus.PENDING.value, DeliveryStatus.IN_FLIGHT.value)
+# Statuses a healthy outbox holds few rows of (most end delivered or skipped).
+_FEW = (*_UNFINISHED, DeliveryStatus.FAILED.value)
 
 
 # -- status ----------------------------------------------------------------------------------------
@@ -43,9 +48,17 @@ def oldest_pending(conn: Connection) -> dict[str, datetime]:
 
 @dataclass(frozen=True)
 class ExportFilter:
+    """Which events an export (or the dashboard's list) takes; every field given narrows it."""
+
     since: datetime | None = None  # received at or after
     until: datetime | None = None  # received before
     user_id: str | None = None
+    conversation_id: str | None = None
+    vote: str | None = None  # "up" or "down": thumbs events (amendments of them included)
+    rating: int | None = None  # rating events of this value
+    reason: str | None = None
+    provider: str | None = None  # with or without status: events with a delivery of this provider...
+    status: str | None = None  # ...in this status (any provider's, without one)
 
     def where(self) -> list[ColumnElement[bool]]:
         clauses: list[ColumnElement[bool]] = []
@@ -55,7 +68,48 @@ class ExportFilter:
             clauses.append(events.c.received_at < self.until)
         if self.user_id is not None:
             clauses.append(events.c.user_id == self.user_id)
+        if self.conversation_id is not None:
+            clauses.append(events.c.message_pk.in_(
+                select(messages.c.id).where(messages.c.conversation_id == self.conversation_id)
+            ))
+        if self.vote is not None:
+            clauses.append(events.c.type == f"thumbs_{self.vote}")
+        if self.rating is not None:
+            clauses.append((events.c.type == "rating") & (events.c.value == self.rating))
+        if self.reason is not None:
+            clauses.append(events.c.reason == self.reason)
+        if self.provider is not None or self.status is not None:
+            wanted = [(column, value) for column, value in ((outbox.c.provider, self.provider),
+                                                            (outbox.c.status, self.status)) if value]
+            if self.status in _FEW:
+                # Few rows have this status, possibly none: start from them (an index on status) rather than
+                # test every event, newest first, for one.
+                clauses.append(events.c.id.in_(
+                    select(outbox.c.event_pk).where(*[column == value for column, value in wanted])))
+            else:
+                # Per event, its own few deliveries by event_pk; `unindexed` keeps SQLite's planner from
+                # scanning every delivery of the provider and status for each event instead.
+                clauses.append(exists().where(outbox.c.event_pk == events.c.id,
+                                              *[unindexed(column) == value for column, value in wanted]))
         return clauses
+
+
+class unindexed(FunctionElement):  # lower case: used like a SQL function
+    """The column as is, but not usable as an index key: ``+column`` on SQLite, the plain column elsewhere
+    (PostgreSQL's planner needs no such hint, and an expression there would cost it its plan)."""
+
+    inherit_cache = True
+    type = String()  # used on text columns only
+
+
+@compiles(unindexed)
+def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.clauses, **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + compiler.process(element.clauses, **kw)
 
 
 def count_events(engine: Engine, filters: ExportFilter) -> int:
@@ -138,15 +192,27 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def write_export(stream: IO[str], fmt: str, rows: Iterable[dict[str, Any]]) -> None:
     """Write export rows as JSON lines (exact) or CSV (formula cells neutralised with a leading apostrophe)."""
+    stream.writelines(export_lines(fmt, rows))
+
+
+def export_lines(fmt: str, rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The export as text pieces, one per row (after the CSV header): what ``write_export`` writes, for a
+    streamed HTTP response."""
     if fmt == "jsonl":
         for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+            yield json.dumps(row, ensure_ascii=False) + "\n"
         return
-    writer = csv.DictWriter(stream, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         row = {**row, "deliveries": json.dumps(row["deliveries"], ensure_ascii=False)}
         writer.writerow({key: _csv_safe(value) for key, value in row.items()})
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():  # the header of an empty export
+        yield buffer.getvalue()
 
 
 def _csv_safe(value: Any) -> Any:

@@ -62,6 +62,7 @@ messages = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("conversation_id", "message_id", name="uq_feedback_messages_ids"),
     Index("ix_feedback_messages_user", "user_id"),
+    Index("ix_feedback_messages_created", "created_at"),  # the dashboard's answers per time window
 )
 
 events = Table(
@@ -82,6 +83,11 @@ events = Table(
     Index("ix_feedback_events_message_user", "message_pk", "user_id"),
     Index("ix_feedback_events_received", "received_at"),
     Index("ix_feedback_events_amends", "amends"),
+    # The dashboard: its overview counts ranges of these (no sort, no table access), and its list pages one
+    # user's events newest first.
+    Index("ix_feedback_events_kind_received", "type", "value", "received_at", "amends"),
+    Index("ix_feedback_events_reason_received", "reason", "received_at"),
+    Index("ix_feedback_events_user_received", "user_id", "received_at"),
 )
 
 states = Table(
@@ -97,6 +103,7 @@ states = Table(
     Column("copied_at", UTCDateTime),
     Column("copy_count", Integer, nullable=False, default=0),
     Column("updated_at", UTCDateTime),
+    Index("ix_feedback_states_copied", "copied_at"),  # the dashboard's copy rate
 )
 
 outbox = Table(
@@ -125,4 +132,5 @@ outbox = Table(
     Index("ix_feedback_outbox_due", "status", "next_attempt_at"),
     Index("ix_feedback_outbox_key", "provider", "message_pk", "user_id"),
     Index("ix_feedback_outbox_event", "event_pk"),
+    Index("ix_feedback_outbox_health", "provider", "status", "created_at"),  # the dashboard's delivery health
 )
