@@ -265,13 +265,17 @@ def test_demo_defaults_can_be_overridden(tmp_path) -> None:
                                                                               "qconnect"]
     finally:
         shutdown(generated)
-    restarted = create_app({"FEEDBACK_WORKER": False, "FEEDBACK_DASHBOARD_CHECK": "myapp:admins"},
+    def admins_only(request) -> bool:
+        return False
+
+    restarted = create_app({"FEEDBACK_WORKER": False, "FEEDBACK_DASHBOARD_CHECK": admins_only},
                            data_dir=tmp_path, providers="log")
     try:
         assert restarted.config["SECRET_KEY"] == generated.config["SECRET_KEY"], "tokens survive a restart"
         assert sorted(restarted.extensions["feedback_bridge"].adapters) == ["log"]
         assert restarted.extensions[LOCAL_PROVIDERS] is None
-        assert restarted.config["FEEDBACK_DASHBOARD_CHECK"] == "myapp:admins"
+        assert restarted.extensions["feedback_bridge"].settings.dashboard_check is admins_only
+        assert restarted.test_client().get("/feedback/dashboard/").status_code == 403
     finally:
         shutdown(restarted)
 
