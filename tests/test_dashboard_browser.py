@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import struct
 from datetime import datetime, timezone
+from pathlib import Path
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import select, update
 
 from conftest import register, runtime
@@ -71,3 +75,35 @@ def test_dashboard_denied_to_other_addresses_in_the_browser(make_app, page: Page
 
     assert response is not None and response.status == 403
     expect(page.get_by_role("heading", name="403")).to_be_visible()
+
+
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshots" / "dashboard.png"
+
+
+def test_the_dashboard_screenshot(make_app, browser: Browser, tmp_path):
+    """A picture of the overview for the README (docs/screenshots/dashboard.png when FEEDBACK_UPDATE_SCREENSHOTS=1),
+    from a store seeded with a few weeks of feedback."""
+    app = make_app(FEEDBACK_DASHBOARD_CHECK="feedback_bridge.dashboard.access:localhost_only")
+    now = datetime.now(timezone.utc)
+    seed_store(runtime(app).engine, 3000, now=now, seed=5)
+    context = browser.new_context(viewport={"width": 1200, "height": 1240}, color_scheme="light")
+    try:
+        with serving(app) as site:
+            page = context.new_page()
+            page.goto(site.url + "feedback/dashboard/?days=30")
+            expect(page.get_by_role("heading", name="Delivery health")).to_be_visible()
+            assert int(page.locator("#stat-total").inner_text().replace(",", "")) > 1000
+            shot = tmp_path / "dashboard.png"
+            page.screenshot(path=shot)
+    finally:
+        context.close()
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 1240)
+    assert 30_000 < len(data) < 3_000_000, len(data)
+    if os.environ.get("FEEDBACK_UPDATE_SCREENSHOTS") == "1":
+        shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_the_committed_dashboard_screenshot_is_a_png() -> None:
+    data = SCREENSHOT.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == (1200, 1240)

@@ -139,6 +139,37 @@ def test_a_newcomer_asks_votes_explains_and_copies_and_all_four_providers_hear_o
     assert nebuly["thumbs_down"]["metadata"]["input"] == question
     assert nebuly["thumbs_down"]["metadata"]["output"] == answer
 
+    # Then the dashboard (the demo admits loopback) shows what they said and what each provider received.
+    page.get_by_role("link", name="Dashboard").click()
+    expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(page.locator("#stat-total")).to_have_text("3")  # the vote, its amendment (reason and comment), the copy
+    health = page.locator("#health")
+    for provider in ("qbusiness", "qconnect", "moveworks", "nebuly"):
+        row = health.get_by_role("row").filter(has=page.get_by_role("rowheader", name=provider, exact=True))
+        expect(row.locator("[data-status=failed]")).to_have_text("0")
+        expect(row.locator("[data-status=pending]")).to_have_text("0")
+        assert int(row.locator("[data-status=delivered]").inner_text()) >= 1
+    page.get_by_role("navigation", name="Dashboard").get_by_role("link", name="Feedback").click()
+    vote = page.locator("li.event").filter(has=page.locator(".kind-thumbs_down")).filter(has_text="(amendment)")
+    expect(vote.locator(".comment")).to_have_text(comment)
+    vote.get_by_text("Prompt, answer and deliveries").click()
+    expect(vote.locator("dd").nth(0)).to_have_text(question)
+    expect(vote.locator("dd").nth(1)).to_have_text(answer)
+    copied = page.locator("li.event").filter(has=page.locator(".kind-copy_output"))
+    copied.get_by_text("Prompt, answer and deliveries").click()
+    deliveries = copied.locator("section.delivery")
+    expect(deliveries.locator("h3")).to_have_count(4)
+    assert {text.split()[0] for text in deliveries.locator("h3").all_inner_texts()} == {
+        "qbusiness", "qconnect", "moveworks", "nebuly"}
+    # The exact request Nebuly got for the copy, as sent.
+    nebuly_copy = deliveries.filter(has=page.get_by_role("heading", name="nebuly"))
+    expect(nebuly_copy.locator("pre").first).to_contain_text('"slug": "copy_output"')
+    # What a provider cannot express is recorded as skipped, with why (Q Connect has no copy signal).
+    qconnect_copy = deliveries.filter(has=page.get_by_role("heading", name="qconnect"))
+    expect(qconnect_copy.locator("h3 .state")).to_have_text("skipped")
+    expect(qconnect_copy.locator(".why-skipped")).not_to_be_empty()
+    no_violations(page)
+
 
 def test_a_reload_keeps_the_conversation_and_the_vote_and_a_new_conversation_starts_empty(
         tmp_path, browser: Browser) -> None:

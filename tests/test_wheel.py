@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import site
 import socket
 import subprocess
@@ -104,6 +105,9 @@ def test_installed_copy_is_used_outside_the_repo(installed: Installed) -> None:
     assert not any(Path(path).resolve().is_relative_to(REPO) for path in paths)
 
 
+SEEDED = 200  # events the installed demo is started with (--seed)
+
+
 @dataclass(frozen=True)
 class Server:
     base: str
@@ -120,7 +124,8 @@ def demo_server(installed: Installed, tmp_path) -> Iterator[Server]:
     log_path = tmp_path / "demo.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [str(installed.bin("feedback-bridge")), "demo", "--port", str(port), "--data-dir", str(tmp_path / "d")],
+            [str(installed.bin("feedback-bridge")), "demo", "--port", str(port), "--data-dir", str(tmp_path / "d"),
+             "--seed", str(SEEDED)],
             cwd=installed.outside, env=_clean_env(), stdout=log, stderr=subprocess.STDOUT,
         )
     try:
@@ -185,3 +190,18 @@ def test_installed_demo_serves_the_widget_and_page(demo_server: Server) -> None:
     for name, kind in (("demo.css", "text/css"), ("demo.js", "text/javascript")):
         status, headers, _ = _get(f"{base}/feedback/static/feedback_bridge/{name}")
         assert status == 200 and headers["Content-Type"].startswith(kind)
+
+
+def test_installed_demo_seeds_its_store_and_serves_the_dashboard(demo_server: Server) -> None:
+    base = demo_server.base
+    assert f"added {SEEDED} seeded events" in demo_server.log.read_text()
+    status, headers, body = _get(f"{base}/feedback/dashboard/")  # the demo admits loopback
+    assert status == 200 and "default-src 'none'" in headers["Content-Security-Policy"]
+    page = body.decode()
+    assert "<h1>Overview</h1>" in page and 'id="health"' in page
+    stylesheet = re.search(r'href="([^"]*dashboard\.css[^"]*)"', page)
+    assert stylesheet, "the dashboard links its stylesheet"
+    status, _, css = _get(base + stylesheet.group(1).replace("&amp;", "&"))  # packed in the wheel
+    assert status == 200 and css == (REPO / "static" / "feedback_bridge" / "dashboard.css").read_bytes()
+    status, _, export = _get(f"{base}/feedback/dashboard/export?format=jsonl")
+    assert status == 200 and len(export.splitlines()) == SEEDED
