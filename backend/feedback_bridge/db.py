@@ -96,13 +96,15 @@ def _dialect_insert(dialect: str, table: TableClause) -> Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-def insert_or_lock(dialect: str, table: TableClause, index_elements: list[str], touch: list[str]) -> Insert:
-    """``INSERT ... ON CONFLICT DO UPDATE SET touch = excluded.touch``: unlike DO NOTHING, the row it
-    conflicts with is updated, so PostgreSQL keeps it locked until this transaction ends; RETURNING gives
-    that row."""
+def insert_or_lock(
+    dialect: str, table: TableClause, index_elements: list[str], touch: list[str], keep: tuple[str, ...] = ()
+) -> Insert:
+    """``INSERT ... ON CONFLICT DO UPDATE SET touch = excluded.touch, keep = keep``: unlike DO NOTHING, the
+    row it conflicts with is updated, so PostgreSQL keeps it locked until this transaction ends; RETURNING
+    gives that row. ``keep`` columns are set to their own value: a lock that changes nothing."""
     stmt = _dialect_insert(dialect, table)
-    return stmt.on_conflict_do_update(index_elements=index_elements,
-                                      set_={name: stmt.excluded[name] for name in touch})
+    set_ = {name: stmt.excluded[name] for name in touch} | {name: table.c[name] for name in keep}
+    return stmt.on_conflict_do_update(index_elements=index_elements, set_=set_)
 
 
 def insert_ignore(dialect: str, table: TableClause, index_elements: list[str]) -> Insert:

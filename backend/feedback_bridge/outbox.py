@@ -65,18 +65,47 @@ _supersede = update(outbox).where(
 ).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now"))
 
 
+class RowBuffer:
+    """Outbox rows of one ingest transaction, inserted together by ``flush()`` (one executemany).
+
+    A buffered row is not in the table yet, and the statements ``enqueue`` runs read only the rows of one
+    (message, user): so ``before(key)`` flushes when the next event is of a (message, user) that has rows
+    waiting here; every other row may wait until the end of the batch.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: list[dict[str, Any]] = []
+        self.keys: set[tuple[int, str]] = set()
+
+    def before(self, key: tuple[int, str]) -> None:
+        if key in self.keys:
+            self.flush()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.keys.add((row["message_pk"], row["user_id"]))
+
+    def flush(self) -> None:
+        if self.rows:
+            self.conn.execute(_insert_row, self.rows)
+        self.rows, self.keys = [], set()
+
+
 def enqueue(
     conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    *, state_changed: bool, now: datetime, settle_seconds: float,
+    *, state_changed: bool, now: datetime, settle_seconds: float, rows: RowBuffer | None = None,
 ) -> None:
     """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason.
 
-    Statements are prebuilt and run with parameters: this is on the request path of every event.
+    Statements are prebuilt and run with parameters: this is on the request path of every event. Plain
+    inserts go to ``rows`` when given (the caller flushes it), else are written at once.
     """
+    buffer = rows or RowBuffer(conn)
     due = now + timedelta(seconds=settle_seconds)
     base = {
         "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
-        "created_at": now, "updated_at": now,
+        "created_at": now, "updated_at": now, "last_error": None,
     }
     stale: bool | None = None  # whether the vote an amendment names has been replaced since; asked once
     for name, adapter in adapters.items():
@@ -95,7 +124,7 @@ def enqueue(
                 reason = MERGED
         row = {**base, "provider": name, "kind": adapter.mode}
         if reason is not None:
-            conn.execute(_insert_row, {**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
+            buffer.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
         elif adapter.mode == "state":
             # Opens the pending delivery of this state, or joins (and locks, until this transaction
             # commits) the one already open, so no worker claims it before it can see this change.
@@ -105,14 +134,16 @@ def enqueue(
             }).one()
             if pending.event_pk != event.pk:
                 # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                conn.execute(_insert_row, {
+                buffer.add({
                     **row, "status": SKIPPED, "next_attempt_at": now, "last_error": f"{COALESCED} (#{pending.id})",
                 })
         else:
             if event.amends is None and event.type in _SUPERSEDES:
                 conn.execute(_supersede, {"k_provider": name, "k_message": message.pk, "k_user": user_id,
                                           "kinds": list(_SUPERSEDES[event.type]), "k_now": now})
-            conn.execute(_insert_row, {**row, "status": PENDING, "next_attempt_at": due})
+            buffer.add({**row, "status": PENDING, "next_attempt_at": due})
+    if rows is None:
+        buffer.flush()
 
 
 def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:
