@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
@@ -75,6 +75,16 @@ def read(engine: Engine) -> Iterator[Connection]:
     """A read-only transaction that never takes SQLite's write lock."""
     with engine.connect().execution_options(sqlite_begin="DEFERRED") as conn, conn.begin():
         yield conn
+
+
+def single_statement_reader(engine: Engine) -> Callable[[], AbstractContextManager[Connection]]:
+    """Connections for reads of one statement. On PostgreSQL they run in autocommit, where a statement is its
+    own snapshot: the same answer without the BEGIN and COMMIT round trips, about half the time of ``read()``
+    for the token look-up every event needs. Elsewhere, ``read()``."""
+    if engine.dialect.name != "postgresql":
+        return lambda: read(engine)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return autocommit.connect
 
 
 def prepared(build: Callable[[str], T]) -> Callable[[Connection], T]:

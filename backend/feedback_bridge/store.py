@@ -45,6 +45,7 @@ class Outcome:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._read_one = db.single_statement_reader(engine)
 
     def create_tables(self) -> None:
         db.create_all(self.engine)
@@ -71,11 +72,11 @@ class Store:
         return _message(row)
 
     def get_message(self, pk: int) -> Message | None:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             return load_message(conn, pk)
 
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             params = {"conversation_id": conversation_id, "message_id": message_id}
             row = conn.execute(_find_message, params).mappings().first()
         return _message(row) if row else None
@@ -83,7 +84,7 @@ class Store:
     # -- state -------------------------------------------------------------------------------------
 
     def get_state(self, message_pk: int, user_id: str) -> FeedbackState:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             return load_state(conn, message_pk, user_id)
 
     # -- ingest ------------------------------------------------------------------------------------
