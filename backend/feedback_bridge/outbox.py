@@ -12,7 +12,20 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Exists, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Exists,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from . import db
@@ -42,7 +55,7 @@ _SUPERSEDES = {
 _insert_row = insert(outbox)
 _open_state_delivery = db.prepared(lambda dialect: db.insert_or_lock(
     dialect, outbox, ["coalesce_key"], touch=["updated_at"]
-).returning(outbox.c.id, outbox.c.event_pk))
+).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key))
 _KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
         & (outbox.c.user_id == bindparam("k_user")))
 _vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
@@ -56,26 +69,36 @@ _vote_replaced = select(exists(select(events.c.id).where(
     & events.c.amends.is_(None) & events.c.type.in_(bindparam("kinds", expanding=True))
     & (events.c.id > _vote_of_amendment)
 )))
-_supersede = update(outbox).where(
+_supersede_by_kinds = {kinds: update(outbox).where(
     _KEY & (outbox.c.status == PENDING)
     & outbox.c.event_pk.in_(select(events.c.id).where(
         (events.c.message_pk == bindparam("k_message")) & (events.c.user_id == bindparam("k_user"))
-        & events.c.type.in_(bindparam("kinds", expanding=True)) & events.c.amends.is_(None)
+        & or_(*(events.c.type == kind for kind in kinds)) & events.c.amends.is_(None)  # no expanding IN
     ))
-).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now"))
+).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now")) for kinds in _SUPERSEDES.values()}
+
+
+def _supersede(kinds: tuple[str, ...]) -> Update:
+    """Pending deliveries of earlier votes of ``kinds`` (one statement per set: executemany takes no
+    expanding IN) become skipped."""
+    return _supersede_by_kinds[kinds]
 
 
 class RowBuffer:
-    """Outbox rows of one ingest transaction, inserted together by ``flush()`` (one executemany).
+    """The outbox writes of one ingest transaction, run together by ``flush()``: the supersedes (one
+    executemany per set of vote types), then the state deliveries opened or joined (one multi-row upsert),
+    then the plain inserts (one executemany, with the coalesced skips the upsert revealed).
 
-    A buffered row is not in the table yet, and the statements ``enqueue`` runs read only the rows of one
-    (message, user): so ``before(key)`` flushes when the next event is of a (message, user) that has rows
-    waiting here; every other row may wait until the end of the batch.
+    Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
+    write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
+    with writes waiting here; the writes of different ones may wait until the end of the batch.
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.rows: list[dict[str, Any]] = []
+        self.supersedes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self.opens: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (upsert row, its skip if coalesced)
         self.keys: set[tuple[int, str]] = set()
 
     def before(self, key: tuple[int, str]) -> None:
@@ -86,10 +109,30 @@ class RowBuffer:
         self.rows.append(row)
         self.keys.add((row["message_pk"], row["user_id"]))
 
+    def supersede(self, kinds: tuple[str, ...], params: dict[str, Any]) -> None:
+        self.supersedes.setdefault(kinds, []).append(params)
+        self.keys.add((params["k_message"], params["k_user"]))
+
+    def open_state(self, row: dict[str, Any], coalesced: dict[str, Any]) -> None:
+        self.opens.append((row, coalesced))
+        self.keys.add((row["message_pk"], row["user_id"]))
+
     def flush(self) -> None:
+        for kinds, params in self.supersedes.items():
+            self.conn.execute(_supersede(kinds), params)
+        if self.opens:
+            # Opens the pending delivery of each state, or joins (and locks, until this transaction commits)
+            # the one already open, so no worker claims it before it can see this change.
+            opened = {r.coalesce_key: r for r in self.conn.execute(_open_state_delivery(self.conn),
+                                                                   [row for row, _ in self.opens])}
+            for row, coalesced in self.opens:
+                pending = opened[row["coalesce_key"]]
+                if pending.event_pk != row["event_pk"]:
+                    # A pending delivery of this state exists: it will carry this change. Say so on the event.
+                    self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending.id})"})
         if self.rows:
             self.conn.execute(_insert_row, self.rows)
-        self.rows, self.keys = [], set()
+        self.rows, self.supersedes, self.opens, self.keys = [], {}, [], set()
 
 
 def enqueue(
@@ -126,21 +169,13 @@ def enqueue(
         if reason is not None:
             buffer.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
         elif adapter.mode == "state":
-            # Opens the pending delivery of this state, or joins (and locks, until this transaction
-            # commits) the one already open, so no worker claims it before it can see this change.
-            pending = conn.execute(_open_state_delivery(conn), {
-                **row, "status": PENDING, "next_attempt_at": due,
-                "coalesce_key": coalesce_key(name, message.pk, user_id),
-            }).one()
-            if pending.event_pk != event.pk:
-                # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                buffer.add({
-                    **row, "status": SKIPPED, "next_attempt_at": now, "last_error": f"{COALESCED} (#{pending.id})",
-                })
+            buffer.open_state({**row, "status": PENDING, "next_attempt_at": due,
+                               "coalesce_key": coalesce_key(name, message.pk, user_id)},
+                              {**row, "status": SKIPPED, "next_attempt_at": now})
         else:
             if event.amends is None and event.type in _SUPERSEDES:
-                conn.execute(_supersede, {"k_provider": name, "k_message": message.pk, "k_user": user_id,
-                                          "kinds": list(_SUPERSEDES[event.type]), "k_now": now})
+                buffer.supersede(_SUPERSEDES[event.type], {"k_provider": name, "k_message": message.pk,
+                                                           "k_user": user_id, "k_now": now})
             buffer.add({**row, "status": PENDING, "next_attempt_at": due})
     if rows is None:
         buffer.flush()
