@@ -152,6 +152,29 @@ def test_event_providers_skip_votes_superseded_inside_the_window(make_app, datab
     assert by_event == {"skipped": ob.SUPERSEDED}
 
 
+def test_one_batch_over_many_messages_supersedes_and_coalesces_each_message_on_its_own(make_app, database_url):
+    ev, st = RecordingAdapter("ev", mode="event"), RecordingAdapter("st")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"ev": ev, "st": st},
+                   FEEDBACK_SETTLE_SECONDS=60)
+    tokens = [register(app, message_id=f"m-{n}") for n in range(3)]
+    ups = [event("thumbs_up", t) for t in tokens]
+    post(app, *ups)
+    downs = [event("thumbs_down", t) for t in tokens[:2]]  # the third message keeps its vote
+    post(app, *downs)
+    status = {(r["provider"], r["event_pk"]): (r["status"], r["last_error"]) for r in rows(app)}
+    pks = {e["id"]: pk for e, pk in zip([*ups, *downs], sorted({r["event_pk"] for r in rows(app)}), strict=True)}
+    for up in ups[:2]:
+        assert status[("ev", pks[up["id"]])] == ("skipped", ob.SUPERSEDED)
+    assert status[("ev", pks[ups[2]["id"]])] == ("pending", None)
+    for down in downs:
+        assert status[("ev", pks[down["id"]])] == ("pending", None)
+        assert status[("st", pks[down["id"]])][0] == "skipped"  # joined the pending state delivery
+        assert status[("st", pks[down["id"]])][1].startswith(ob.COALESCED)
+    runtime(app).worker.drain(now=datetime.now(timezone.utc) + timedelta(seconds=61))
+    assert sorted(s["event"]["id"] for s in ev.sent) == sorted([ups[2]["id"], *(d["id"] for d in downs)])
+    assert sorted(s["state"]["vote"] for s in st.sent) == ["down", "down", "up"]
+
+
 def test_after_delivery_a_new_change_is_delivered_again_and_a_repeated_state_is_skipped(make_app, database_url):
     vote_only = VoteOnly("v")
     app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"v": vote_only})

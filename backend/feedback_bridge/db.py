@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -93,6 +93,16 @@ def read(engine: Engine) -> Iterator[Connection]:
         yield conn
 
 
+def single_statement_reader(engine: Engine) -> Callable[[], AbstractContextManager[Connection]]:
+    """Connections for reads of one statement. On PostgreSQL they run in autocommit, where a statement is its
+    own snapshot: the same answer without the BEGIN and COMMIT round trips, about half the time of ``read()``
+    for the token look-up every event needs. Elsewhere, ``read()``."""
+    if engine.dialect.name != "postgresql":
+        return lambda: read(engine)
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return autocommit.connect
+
+
 def prepared(build: Callable[[str], T]) -> Callable[[Connection], T]:
     """Build a statement once per dialect and reuse it: ``build(dialect_name)``, then
     ``conn.execute(stmt(conn), params)``. Constructing a statement with ``.values(...)`` on every call costs
@@ -112,13 +122,15 @@ def _dialect_insert(dialect: str, table: TableClause) -> Insert:
     return (postgresql if dialect == "postgresql" else sqlite).insert(table)
 
 
-def insert_or_lock(dialect: str, table: TableClause, index_elements: list[str], touch: list[str]) -> Insert:
-    """``INSERT ... ON CONFLICT DO UPDATE SET touch = excluded.touch``: unlike DO NOTHING, the row it
-    conflicts with is updated, so PostgreSQL keeps it locked until this transaction ends; RETURNING gives
-    that row."""
+def insert_or_lock(
+    dialect: str, table: TableClause, index_elements: list[str], touch: list[str], keep: tuple[str, ...] = ()
+) -> Insert:
+    """``INSERT ... ON CONFLICT DO UPDATE SET touch = excluded.touch, keep = keep``: unlike DO NOTHING, the
+    row it conflicts with is updated, so PostgreSQL keeps it locked until this transaction ends; RETURNING
+    gives that row. ``keep`` columns are set to their own value: a lock that changes nothing."""
     stmt = _dialect_insert(dialect, table)
-    return stmt.on_conflict_do_update(index_elements=index_elements,
-                                      set_={name: stmt.excluded[name] for name in touch})
+    set_ = {name: stmt.excluded[name] for name in touch} | {name: table.c[name] for name in keep}
+    return stmt.on_conflict_do_update(index_elements=index_elements, set_=set_)
 
 
 def insert_ignore(dialect: str, table: TableClause, index_elements: list[str]) -> Insert:

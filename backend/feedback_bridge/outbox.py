@@ -12,7 +12,20 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Exists, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Exists,
+    Update,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import aliased
 
 from . import db
@@ -42,7 +55,7 @@ _SUPERSEDES = {
 _insert_row = insert(outbox)
 _open_state_delivery = db.prepared(lambda dialect: db.insert_or_lock(
     dialect, outbox, ["coalesce_key"], touch=["updated_at"]
-).returning(outbox.c.id, outbox.c.event_pk))
+).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key))
 _KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
         & (outbox.c.user_id == bindparam("k_user")))
 _vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
@@ -56,27 +69,86 @@ _vote_replaced = select(exists(select(events.c.id).where(
     & events.c.amends.is_(None) & events.c.type.in_(bindparam("kinds", expanding=True))
     & (events.c.id > _vote_of_amendment)
 )))
-_supersede = update(outbox).where(
+_supersede_by_kinds = {kinds: update(outbox).where(
     _KEY & (outbox.c.status == PENDING)
     & outbox.c.event_pk.in_(select(events.c.id).where(
         (events.c.message_pk == bindparam("k_message")) & (events.c.user_id == bindparam("k_user"))
-        & events.c.type.in_(bindparam("kinds", expanding=True)) & events.c.amends.is_(None)
+        & or_(*(events.c.type == kind for kind in kinds)) & events.c.amends.is_(None)  # no expanding IN
     ))
-).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now"))
+).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now")) for kinds in _SUPERSEDES.values()}
+
+
+def _supersede(kinds: tuple[str, ...]) -> Update:
+    """Pending deliveries of earlier votes of ``kinds`` (one statement per set: executemany takes no
+    expanding IN) become skipped."""
+    return _supersede_by_kinds[kinds]
+
+
+class RowBuffer:
+    """The outbox writes of one ingest transaction, run together by ``flush()``: the supersedes (one
+    executemany per set of vote types), then the state deliveries opened or joined (one multi-row upsert),
+    then the plain inserts (one executemany, with the coalesced skips the upsert revealed).
+
+    Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
+    write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
+    with writes waiting here; the writes of different ones may wait until the end of the batch.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.rows: list[dict[str, Any]] = []
+        self.supersedes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self.opens: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (upsert row, its skip if coalesced)
+        self.keys: set[tuple[int, str]] = set()
+
+    def before(self, key: tuple[int, str]) -> None:
+        if key in self.keys:
+            self.flush()
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        self.keys.add((row["message_pk"], row["user_id"]))
+
+    def supersede(self, kinds: tuple[str, ...], params: dict[str, Any]) -> None:
+        self.supersedes.setdefault(kinds, []).append(params)
+        self.keys.add((params["k_message"], params["k_user"]))
+
+    def open_state(self, row: dict[str, Any], coalesced: dict[str, Any]) -> None:
+        self.opens.append((row, coalesced))
+        self.keys.add((row["message_pk"], row["user_id"]))
+
+    def flush(self) -> None:
+        for kinds, params in self.supersedes.items():
+            self.conn.execute(_supersede(kinds), params)
+        if self.opens:
+            # Opens the pending delivery of each state, or joins (and locks, until this transaction commits)
+            # the one already open, so no worker claims it before it can see this change.
+            opened = {r.coalesce_key: r for r in self.conn.execute(_open_state_delivery(self.conn),
+                                                                   [row for row, _ in self.opens])}
+            for row, coalesced in self.opens:
+                pending = opened[row["coalesce_key"]]
+                if pending.event_pk != row["event_pk"]:
+                    # A pending delivery of this state exists: it will carry this change. Say so on the event.
+                    self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending.id})"})
+        if self.rows:
+            self.conn.execute(_insert_row, self.rows)
+        self.rows, self.supersedes, self.opens, self.keys = [], {}, [], set()
 
 
 def enqueue(
     conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    *, state_changed: bool, now: datetime, settle_seconds: float,
+    *, state_changed: bool, now: datetime, settle_seconds: float, rows: RowBuffer | None = None,
 ) -> None:
     """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason.
 
-    Statements are prebuilt and run with parameters: this is on the request path of every event.
+    Statements are prebuilt and run with parameters: this is on the request path of every event. Plain
+    inserts go to ``rows`` when given (the caller flushes it), else are written at once.
     """
+    buffer = rows or RowBuffer(conn)
     due = now + timedelta(seconds=settle_seconds)
     base = {
         "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
-        "created_at": now, "updated_at": now,
+        "created_at": now, "updated_at": now, "last_error": None,
     }
     stale: bool | None = None  # whether the vote an amendment names has been replaced since; asked once
     for name, adapter in adapters.items():
@@ -95,72 +167,25 @@ def enqueue(
                 reason = MERGED
         row = {**base, "provider": name, "kind": adapter.mode}
         if reason is not None:
-            conn.execute(_insert_row, {**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
+            buffer.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
         elif adapter.mode == "state":
-            # Opens the pending delivery of this state, or joins (and locks, until this transaction
-            # commits) the one already open, so no worker claims it before it can see this change.
-            pending = conn.execute(_open_state_delivery(conn), {
-                **row, "status": PENDING, "next_attempt_at": due,
-                "coalesce_key": coalesce_key(name, message.pk, user_id),
-            }).one()
-            if pending.event_pk != event.pk:
-                # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                conn.execute(_insert_row, {
-                    **row, "status": SKIPPED, "next_attempt_at": now, "last_error": f"{COALESCED} (#{pending.id})",
-                })
+            buffer.open_state({**row, "status": PENDING, "next_attempt_at": due,
+                               "coalesce_key": coalesce_key(name, message.pk, user_id)},
+                              {**row, "status": SKIPPED, "next_attempt_at": now})
         else:
             if event.amends is None and event.type in _SUPERSEDES:
-                conn.execute(_supersede, {"k_provider": name, "k_message": message.pk, "k_user": user_id,
-                                          "kinds": list(_SUPERSEDES[event.type]), "k_now": now})
-            conn.execute(_insert_row, {**row, "status": PENDING, "next_attempt_at": due})
+                buffer.supersede(_SUPERSEDES[event.type], {"k_provider": name, "k_message": message.pk,
+                                                           "k_user": user_id, "k_now": now})
+            buffer.add({**row, "status": PENDING, "next_attempt_at": due})
+    if rows is None:
+        buffer.flush()
 
 
 def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:
     return f"{provider}\x1f{message_pk}\x1f{user_id}"
 
 
-def claim(
-    conn: Connection, *, owner: str, providers: list[str], limit: int, now: datetime, lease_seconds: float
-) -> list[Delivery]:
-    """Take up to ``limit`` due rows (and rows whose lease expired) for ``providers`` under a new lease.
-
-    Rows of one (provider, message, user) are taken one at a time, oldest first (see ``_waiting``), so a
-    provider never sees an older state overtake a newer one, nor one delivery sent twice side by side.
-    """
-    due = (
-        select(outbox.c.id)
-        .where(
-            outbox.c.provider.in_(providers),
-            or_(
-                and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= now),
-                and_(outbox.c.status == IN_FLIGHT, outbox.c.lease_until < now),
-            ),
-            ~_waiting(now),
-        )
-        .order_by(outbox.c.next_attempt_at, outbox.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=outbox)
-    )
-    rows = conn.execute(
-        update(outbox)
-        .where(outbox.c.id.in_(due.scalar_subquery()))
-        .values(
-            status=IN_FLIGHT, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds),
-            attempts=outbox.c.attempts + 1, coalesce_key=None, updated_at=now,
-        )
-        .returning(
-            outbox.c.id, outbox.c.provider, outbox.c.kind, outbox.c.message_pk, outbox.c.user_id,
-            outbox.c.event_pk, outbox.c.attempts, outbox.c.lease_owner,
-        )
-    ).all()
-    return [
-        Delivery(pk=r.id, provider=r.provider, kind=r.kind, message_pk=r.message_pk, user_id=r.user_id,
-                 event_pk=r.event_pk, attempts=r.attempts, lease_owner=r.lease_owner)
-        for r in sorted(rows, key=lambda r: r.id)
-    ]
-
-
-def _waiting(now: datetime | None) -> Exists:
+def _waiting(now: BindParameter[Any] | None) -> Exists:
     """True for a row that must wait for another row of its (provider, message, user): an older one not
     finished yet (pending or in flight, whatever its lease or due time, even if another worker's claim of
     it is not committed yet), or any one in flight under a live lease (every lease when ``now`` is None)."""
@@ -173,6 +198,54 @@ def _waiting(now: datetime | None) -> Exists:
         (other.c.provider == outbox.c.provider) & (other.c.message_pk == outbox.c.message_pk)
         & (other.c.user_id == outbox.c.user_id) & (other.c.id != outbox.c.id) & (older_unfinished | in_flight)
     )
+
+
+# Built once: constructing it (the self-join above) cost more than running it, at every claim.
+_claim_due = (
+    select(outbox.c.id)
+    .where(
+        outbox.c.provider.in_(bindparam("c_providers", expanding=True)),
+        or_(
+            and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= bindparam("c_now")),
+            and_(outbox.c.status == IN_FLIGHT, outbox.c.lease_until < bindparam("c_now")),
+        ),
+        ~_waiting(bindparam("c_now")),
+    )
+    .order_by(outbox.c.next_attempt_at, outbox.c.id)
+    .limit(bindparam("c_limit"))
+    .with_for_update(skip_locked=True, of=outbox)
+)
+_claim = (
+    update(outbox)
+    .where(outbox.c.id.in_(_claim_due.scalar_subquery()))
+    .values(
+        status=IN_FLIGHT, lease_owner=bindparam("c_owner"), lease_until=bindparam("c_lease_until"),
+        attempts=outbox.c.attempts + 1, coalesce_key=None, updated_at=bindparam("c_now"),
+    )
+    .returning(
+        outbox.c.id, outbox.c.provider, outbox.c.kind, outbox.c.message_pk, outbox.c.user_id,
+        outbox.c.event_pk, outbox.c.attempts, outbox.c.lease_owner,
+    )
+)
+
+
+def claim(
+    conn: Connection, *, owner: str, providers: list[str], limit: int, now: datetime, lease_seconds: float
+) -> list[Delivery]:
+    """Take up to ``limit`` due rows (and rows whose lease expired) for ``providers`` under a new lease.
+
+    Rows of one (provider, message, user) are taken one at a time, oldest first (see ``_waiting``), so a
+    provider never sees an older state overtake a newer one, nor one delivery sent twice side by side.
+    """
+    rows = conn.execute(_claim, {
+        "c_providers": providers, "c_now": now, "c_limit": limit, "c_owner": owner,
+        "c_lease_until": now + timedelta(seconds=lease_seconds),
+    }).all()
+    return [
+        Delivery(pk=r.id, provider=r.provider, kind=r.kind, message_pk=r.message_pk, user_id=r.user_id,
+                 event_pk=r.event_pk, attempts=r.attempts, lease_owner=r.lease_owner)
+        for r in sorted(rows, key=lambda r: r.id)
+    ]
 
 
 def finish(

@@ -45,6 +45,7 @@ class Outcome:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._read_one = db.single_statement_reader(engine)
 
     def create_tables(self) -> None:
         db.create_all(self.engine)
@@ -71,11 +72,11 @@ class Store:
         return _message(row)
 
     def get_message(self, pk: int) -> Message | None:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             return load_message(conn, pk)
 
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             params = {"conversation_id": conversation_id, "message_id": message_id}
             row = conn.execute(_find_message, params).mappings().first()
         return _message(row) if row else None
@@ -83,7 +84,7 @@ class Store:
     # -- state -------------------------------------------------------------------------------------
 
     def get_state(self, message_pk: int, user_id: str) -> FeedbackState:
-        with db.read(self.engine) as conn:
+        with self._read_one() as conn:
             return load_state(conn, message_pk, user_id)
 
     # -- ingest ------------------------------------------------------------------------------------
@@ -98,37 +99,40 @@ class Store:
         """
         outcomes: list[Outcome] = []
         with db.write(self.engine) as conn:
-            # Every state row the batch touches is locked here, in one order for all batches, so batches
-            # sharing rows queue up instead of deadlocking (PostgreSQL); then each event costs one UPDATE.
-            current = {key: _lock_state(conn, *key) for key in sorted({(i.message.pk, i.user_id) for i in items})}
+            # Every state row the batch touches is locked here, in one statement and one order for all
+            # batches, so batches sharing rows queue up instead of deadlocking (PostgreSQL).
+            current = _lock_states(conn, sorted({(i.message.pk, i.user_id) for i in items}))
+            changed_keys: set[tuple[int, str]] = set()
+            stored_pks = _insert_events(conn, items, now) if not any(i.event.amends for i in items) else None
+            rows = outbox.RowBuffer(conn)
             for item in items:
                 event = item.event
-                problem = _check_amendment(conn, item)
-                if problem:
-                    outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
-                    continue
-                event_pk = conn.execute(_insert_event(conn), {
-                    "event_id": event.event_id, "message_pk": item.message.pk, "user_id": item.user_id,
-                    "type": str(event.type), "value": event.value, "reason": event.reason,
-                    "comment": event.comment, "text": event.text, "amends": event.amends,
-                    "occurred_at": event.occurred_at, "received_at": now,
-                }).scalar()
+                key = (item.message.pk, item.user_id)
+                rows.before(key)
+                if stored_pks is None:
+                    problem = _check_amendment(conn, item)
+                    if problem:
+                        outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
+                        continue
+                    event_pk = conn.execute(_insert_event(conn), _event_row(item, now)).scalar()
+                else:
+                    event_pk = stored_pks.pop(event.event_id, None)  # a repeat within the batch finds none
                 if event_pk is None:
                     outcomes.append(Outcome(event.event_id, "duplicate"))
                     continue
                 stored = Event(**{**_event_kwargs(event), "pk": event_pk})
-                key = (item.message.pk, item.user_id)
                 before, current[key] = current[key], apply_event(current[key], stored)
                 changed = current[key] != before
                 if changed:
-                    _save_state(conn, *key, current[key])
+                    changed_keys.add(key)
                 outbox.enqueue(
                     conn, adapters, item.message, item.user_id, stored,
-                    state_changed=changed, now=now, settle_seconds=settle_seconds,
+                    state_changed=changed, now=now, settle_seconds=settle_seconds, rows=rows,
                 )
                 outcomes.append(Outcome(event.event_id, "accepted"))
+            rows.flush()
+            _save_states(conn, {key: current[key] for key in changed_keys})
         return outcomes
-
 
 _select_message = select(messages).where(messages.c.id == bindparam("pk"))
 _find_message = select(messages).where(
@@ -143,31 +147,63 @@ def load_message(conn: Connection, pk: int) -> Message | None:
 
 _STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
 _select_state = select(*[states.c[name] for name in _STATE_COLUMNS]).where(_STATE_KEY)
-_select_state_for_update = _select_state.with_for_update()
 _update_state = update(states).where(_STATE_KEY)
-_insert_state = db.prepared(lambda dialect: db.insert_ignore(dialect, states, ["message_pk", "user_id"]))
+_lock_state = db.prepared(lambda dialect: db.insert_or_lock(
+    dialect, states, ["message_pk", "user_id"], touch=[], keep=("copy_count",)
+).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in _STATE_COLUMNS]))
 _insert_event = db.prepared(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id)
+)
+_insert_events_returning = db.prepared(
+    lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id)
 )
 _select_amended = select(
     events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends
 ).where(events.c.event_id == bindparam("amends"))
 
 
-def load_state(conn: Connection, message_pk: int, user_id: str, *, for_update: bool = False) -> FeedbackState:
-    query = _select_state_for_update if for_update else _select_state
-    row = conn.execute(query, {"key_pk": message_pk, "key_user": user_id}).mappings().first()
+def load_state(conn: Connection, message_pk: int, user_id: str) -> FeedbackState:
+    row = conn.execute(_select_state, {"key_pk": message_pk, "key_user": user_id}).mappings().first()
     return FeedbackState(**row) if row else FeedbackState()
 
 
-def _lock_state(conn: Connection, message_pk: int, user_id: str) -> FeedbackState:
-    conn.execute(_insert_state(conn), {"message_pk": message_pk, "user_id": user_id, "copy_count": 0})
-    return load_state(conn, message_pk, user_id, for_update=True)
+def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], FeedbackState]:
+    """Create the missing state rows and lock all of them, in ``keys`` order, with one statement: an upsert
+    whose no-op update takes the row lock (as SELECT ... FOR UPDATE would) and returns the current row."""
+    rows = conn.execute(_lock_state(conn), [
+        {"message_pk": pk, "user_id": user, "copy_count": 0} for pk, user in keys
+    ]).mappings().all()
+    found = {(row["message_pk"], row["user_id"]): FeedbackState(**{n: row[n] for n in _STATE_COLUMNS})
+             for row in rows}
+    return {key: found[key] for key in keys}
 
 
-def _save_state(conn: Connection, message_pk: int, user_id: str, state: FeedbackState) -> None:
-    values = {name: getattr(state, name) for name in _STATE_COLUMNS}
-    conn.execute(_update_state, {"key_pk": message_pk, "key_user": user_id, **values})
+def _save_states(conn: Connection, changed: Mapping[tuple[int, str], FeedbackState]) -> None:
+    """Write the final state of every changed row at once: nothing in the transaction reads them before."""
+    if changed:
+        conn.execute(_update_state, [
+            {"key_pk": pk, "key_user": user, **{name: getattr(state, name) for name in _STATE_COLUMNS}}
+            for (pk, user), state in changed.items()
+        ])
+
+
+def _event_row(item: IncomingEvent, now: datetime) -> dict[str, Any]:
+    event = item.event
+    return {
+        "event_id": event.event_id, "message_pk": item.message.pk, "user_id": item.user_id,
+        "type": str(event.type), "value": event.value, "reason": event.reason, "comment": event.comment,
+        "text": event.text, "amends": event.amends, "occurred_at": event.occurred_at, "received_at": now,
+    }
+
+
+def _insert_events(conn: Connection, items: Sequence[IncomingEvent], now: datetime) -> dict[str, int]:
+    """Insert a batch without amendments in one statement, in batch order (ids ascend with it); the first
+    row of each new event id wins, as it would one by one. ``{event_id: pk}`` of the rows inserted."""
+    if len(items) == 1:
+        pk = conn.execute(_insert_event(conn), _event_row(items[0], now)).scalar()
+        return {} if pk is None else {items[0].event.event_id: pk}
+    rows = conn.execute(_insert_events_returning(conn), [_event_row(item, now) for item in items]).all()
+    return {row.event_id: row.id for row in rows}
 
 
 def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
