@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flask import Flask, Response, g, request
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 FaultKind = Literal["throttle", "error", "hang", "drop"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("throttle", "error", "hang", "drop")
@@ -56,6 +56,13 @@ class _Faults:
     latency: float = 0.0
 
 
+class _KeepAliveHandler(WSGIRequestHandler):
+    """HTTP/1.1, so clients keep their connections as they do with the real APIs (werkzeug's default, HTTP/1.0,
+    closes each one: a benchmark would measure TCP set-up instead of the client)."""
+
+    protocol_version = "HTTP/1.1"
+
+
 class EmulatorServer:
     """Base class. ``with QBusinessEmulator() as emulator: ... emulator.url ...`` or ``start()``/``stop()``."""
 
@@ -92,7 +99,7 @@ class EmulatorServer:
 
     def start(self) -> EmulatorServer:
         self._release = threading.Event()
-        self._server = make_server(self.host, self.port, self.app, threaded=True)
+        self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_KeepAliveHandler)
         self.port = self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-emulator", daemon=True
