@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from conftest import runtime
 from feedback_bridge import db
+from feedback_bridge.dashboard import queries
 from feedback_bridge.schema import events, messages, outbox, states
 from feedback_bridge.seed import seed_store
 
@@ -165,6 +166,24 @@ def test_each_filter_narrows_the_list_to_exactly_its_events(seeded, query, keep)
     assert 0 < len(expected) < N_EVENTS
 
     assert sorted(listed(client(seeded), query)) == sorted(expected)
+
+
+DELIVERY_FILTERS = [(q, keep) for q, keep in FILTERS if "status=" in q] + [
+    ("provider=qbusiness&status=failed", lambda e, m, d: any(o["provider"] == "qbusiness" and o["status"] == "failed"
+                                                             for o in d)),
+]
+
+
+@pytest.mark.parametrize("dense", [0, 10**9], ids=["tested-per-event", "from-the-deliveries"])
+@pytest.mark.parametrize(("query", "keep"), DELIVERY_FILTERS, ids=[q for q, _ in DELIVERY_FILTERS])
+def test_delivery_filters_list_the_same_pages_whichever_way_they_run(seeded, monkeypatch, query, keep, dense):
+    """Many matching deliveries: test each event, newest first; few: start from them. Same pages either way."""
+    monkeypatch.setattr(queries, "DENSE_DELIVERIES", dense)
+    rows = {e["event_id"]: e for e in store(seeded)["events"]}
+    expected = sorted(expected_ids(seeded, keep), key=lambda i: (rows[i]["received_at"], rows[i]["id"]), reverse=True)
+    assert len(expected) > 0
+
+    assert listed(client(seeded), query) == expected
 
 
 def test_user_and_conversation_filters(seeded):

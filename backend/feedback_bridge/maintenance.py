@@ -60,7 +60,10 @@ class ExportFilter:
     provider: str | None = None  # with or without status: events with a delivery of this provider...
     status: str | None = None  # ...in this status (any provider's, without one)
 
-    def where(self) -> list[ColumnElement[bool]]:
+    def where(self, *, from_deliveries: bool | None = None) -> list[ColumnElement[bool]]:
+        """The clauses on ``events``. ``from_deliveries``: how a delivery filter is run, from the matching
+        deliveries (good while they are few) or by testing each event, newest first (good when many match);
+        by default the former for the statuses that are usually few (pending, in flight, failed)."""
         clauses: list[ColumnElement[bool]] = []
         if self.since is not None:
             clauses.append(events.c.received_at >= self.since)
@@ -81,7 +84,7 @@ class ExportFilter:
         if self.provider is not None or self.status is not None:
             wanted = [(column, value) for column, value in ((outbox.c.provider, self.provider),
                                                             (outbox.c.status, self.status)) if value]
-            if self.status in _FEW:
+            if from_deliveries if from_deliveries is not None else self.status in _FEW:
                 # Few rows have this status, possibly none: start from them (an index on status) rather than
                 # test every event, newest first, for one.
                 clauses.append(events.c.id.in_(
@@ -110,6 +113,14 @@ def _unindexed(element: unindexed, compiler: Any, **kw: Any) -> str:
 @compiles(unindexed, "sqlite")
 def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
     return "+" + compiler.process(element.clauses, **kw)
+
+
+def count_deliveries(conn: Connection, filters: ExportFilter, *, up_to: int) -> int:
+    """How many deliveries match the filter's provider and status, counting no further than ``up_to``."""
+    wanted = [column == value for column, value in ((outbox.c.provider, filters.provider),
+                                                    (outbox.c.status, filters.status)) if value]
+    return conn.execute(select(func.count()).select_from(select(outbox.c.id).where(*wanted).limit(up_to).subquery())
+                        ).scalar_one()
 
 
 def count_events(engine: Engine, filters: ExportFilter) -> int:
