@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy import create_engine, func, select
+from sqlalchemy.event import listen as event_listen
+from sqlalchemy.event import remove as event_remove
 
 from conftest import register, runtime
 from feedback_bridge import widget_asset
@@ -831,3 +833,29 @@ def test_never_a_server_error(make_app) -> None:
         assert client.get(STATE, query_string={"token": query}).status_code < 500
 
     run()
+
+
+def test_a_batch_over_several_answers_reads_their_messages_once(make_app, database_url) -> None:
+    """Each distinct token used to cost a read of its message; a batch's tokens are now resolved together."""
+    app = make_app(FEEDBACK_DATABASE_URL=database_url)
+    tokens = [register(app, message_id=f"m-{n}", user_id=f"u{n % 2}@example.com") for n in range(5)]
+    forged = tokens[0][:-2] + ("AA" if not tokens[0].endswith("AA") else "BB")
+    reads: list[str] = []
+
+    def record(conn, cursor, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "feedback_messages" in statement:
+            reads.append(statement)
+
+    engine = runtime(app).engine
+    event_listen(engine, "before_cursor_execute", record)
+    try:
+        response = post(app.test_client(), *[event("thumbs_up", t) for t in tokens], event("thumbs_down", forged),
+                        event("thumbs_down", tokens[1]))
+    finally:
+        event_remove(engine, "before_cursor_execute", record)
+    assert [(r["status"], r.get("code")) for r in response.get_json()["results"]] == [
+        *[("accepted", None)] * 5, ("rejected", "token_invalid"), ("accepted", None)]
+    assert len(reads) == 1, reads
+    for n, token in enumerate(tokens):
+        state = app.test_client().get("/feedback/state", query_string={"token": token}).get_json()
+        assert state["vote"] == ("down" if n == 1 else "up")

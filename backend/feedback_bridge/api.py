@@ -86,6 +86,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
         outcomes: list[Outcome | None] = []
         valid: list[IncomingEvent] = []
         lookups = _Lookups(runtime)
+        lookups.prefetch_tokens(envelope["events"])
         for raw_event in envelope["events"]:
             outcome, incoming = _check_event(runtime, raw_event, lookups)
             outcomes.append(outcome)
@@ -157,6 +158,13 @@ class _Lookups:
         if isinstance(result, Exception):
             raise result.with_traceback(None)
         return result
+
+    def prefetch_tokens(self, raw_events: list[Any]) -> None:
+        """Resolve the distinct tokens of a batch together: one read for all their messages."""
+        tokens = {e["token"] for e in raw_events if isinstance(e, dict) and isinstance(e.get("token"), str)}
+        if len(tokens) > 1:
+            for token, result in self.runtime.resolve_tokens(tokens).items():
+                self._done[("token", token)] = result
 
     def token(self, token: str | None) -> tuple[Message, str]:
         return self._once(("token", token), lambda: self.runtime.resolve_token(token))

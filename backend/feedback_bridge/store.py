@@ -75,6 +75,14 @@ class Store:
         with self._read_one() as conn:
             return load_message(conn, pk)
 
+    def get_messages(self, pks: Sequence[int]) -> dict[int, Message]:
+        """The messages of these row ids that exist, with one read."""
+        if not pks:
+            return {}
+        with self._read_one() as conn:
+            rows = conn.execute(_select_messages, {"pks": list(pks)}).mappings().all()
+        return {row["id"]: _message(row) for row in rows}
+
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
         with self._read_one() as conn:
             params = {"conversation_id": conversation_id, "message_id": message_id}
@@ -135,6 +143,7 @@ class Store:
         return outcomes
 
 _select_message = select(messages).where(messages.c.id == bindparam("pk"))
+_select_messages = select(messages).where(messages.c.id.in_(bindparam("pks", expanding=True)))
 _find_message = select(messages).where(
     (messages.c.conversation_id == bindparam("conversation_id")) & (messages.c.message_id == bindparam("message_id"))
 )
