@@ -194,9 +194,11 @@ def _waiting(now: BindParameter[Any] | None) -> Exists:
     if now is not None:
         in_flight &= other.c.lease_until >= now
     older_unfinished = (other.c.id < outbox.c.id) & other.c.status.in_((PENDING, IN_FLIGHT))
+    # Both cases are unfinished rows: said once more on its own, the status is a key an index can seek on.
     return exists().where(
         (other.c.provider == outbox.c.provider) & (other.c.message_pk == outbox.c.message_pk)
-        & (other.c.user_id == outbox.c.user_id) & (other.c.id != outbox.c.id) & (older_unfinished | in_flight)
+        & (other.c.user_id == outbox.c.user_id) & other.c.status.in_((PENDING, IN_FLIGHT))
+        & (other.c.id != outbox.c.id) & (older_unfinished | in_flight)
     )
 
 

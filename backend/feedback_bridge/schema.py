@@ -130,7 +130,10 @@ outbox = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
     Index("ix_feedback_outbox_due", "status", "next_attempt_at"),
-    Index("ix_feedback_outbox_key", "provider", "message_pk", "user_id"),
+    # The claim's "an older row of this (provider, message, user) is unfinished" seeks on all four columns: with
+    # only the first three it read every finished row of the key (650 ms under SQLite's write lock at an 18,000-row
+    # backlog, against ~100 ms).
+    Index("ix_feedback_outbox_key_status", "provider", "message_pk", "user_id", "status"),
     Index("ix_feedback_outbox_event", "event_pk"),
     Index("ix_feedback_outbox_health", "provider", "status", "created_at"),  # the dashboard's delivery health
 )
