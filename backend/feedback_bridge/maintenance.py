@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any
 
-from sqlalchemy import Connection, Engine, String, delete, exists, func, select
+from sqlalchemy import Column, Connection, Engine, String, delete, exists, func, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
@@ -81,9 +81,8 @@ class ExportFilter:
             clauses.append((events.c.type == "rating") & (events.c.value == self.rating))
         if self.reason is not None:
             clauses.append(events.c.reason == self.reason)
-        if self.provider is not None or self.status is not None:
-            wanted = [(column, value) for column, value in ((outbox.c.provider, self.provider),
-                                                            (outbox.c.status, self.status)) if value]
+        wanted = self.delivery_terms()
+        if wanted:
             if from_deliveries if from_deliveries is not None else self.status in _FEW:
                 # Few rows have this status, possibly none: start from them (an index on status) rather than
                 # test every event, newest first, for one.
@@ -95,6 +94,11 @@ class ExportFilter:
                 clauses.append(exists().where(outbox.c.event_pk == events.c.id,
                                               *[unindexed(column) == value for column, value in wanted]))
         return clauses
+
+    def delivery_terms(self) -> list[tuple[Column[Any], str]]:
+        """The (outbox column, value) pairs the provider and status filters ask for."""
+        return [(column, value) for column, value in ((outbox.c.provider, self.provider),
+                                                      (outbox.c.status, self.status)) if value]
 
 
 class unindexed(FunctionElement):  # lower case: used like a SQL function
@@ -117,8 +121,7 @@ def _unindexed_sqlite(element: unindexed, compiler: Any, **kw: Any) -> str:
 
 def count_deliveries(conn: Connection, filters: ExportFilter, *, up_to: int) -> int:
     """How many deliveries match the filter's provider and status, counting no further than ``up_to``."""
-    wanted = [column == value for column, value in ((outbox.c.provider, filters.provider),
-                                                    (outbox.c.status, filters.status)) if value]
+    wanted = [column == value for column, value in filters.delivery_terms()]
     return conn.execute(select(func.count()).select_from(select(outbox.c.id).where(*wanted).limit(up_to).subquery())
                         ).scalar_one()
 

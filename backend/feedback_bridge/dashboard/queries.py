@@ -191,9 +191,6 @@ DENSE_DELIVERIES = 2000
 def list_page(engine: Engine, filters: maintenance.ExportFilter, *, before: tuple[datetime, int] | None = None,
               size: int = PAGE_SIZE) -> Page:
     """One page of events newest first, each with its message and its deliveries (request and response)."""
-    with _read(engine) as conn:
-        dense = filters.status is not None and maintenance.count_deliveries(
-            conn, filters, up_to=DENSE_DELIVERIES + 1) > DENSE_DELIVERIES
     query = (
         select(
             events.c.id, events.c.event_id, events.c.user_id, events.c.type, events.c.value, events.c.reason,
@@ -201,7 +198,6 @@ def list_page(engine: Engine, filters: maintenance.ExportFilter, *, before: tupl
             messages.c.conversation_id, messages.c.message_id, messages.c.input, messages.c.output,
         )
         .join(messages, messages.c.id == events.c.message_pk)
-        .where(*filters.where(from_deliveries=False if dense else None))
         .order_by(events.c.received_at.desc(), events.c.id.desc())
         .limit(size + 1)
     )
@@ -210,6 +206,9 @@ def list_page(engine: Engine, filters: maintenance.ExportFilter, *, before: tupl
         query = query.where(events.c.received_at <= received,
                             (events.c.received_at < received) | (events.c.id < pk))
     with _read(engine) as conn:
+        dense = filters.status is not None and maintenance.count_deliveries(
+            conn, filters, up_to=DENSE_DELIVERIES + 1) > DENSE_DELIVERIES
+        query = query.where(*filters.where(from_deliveries=False if dense else None))
         rows = [dict(row) for row in conn.execute(query).mappings()]
         more = len(rows) > size
         rows = rows[:size]
