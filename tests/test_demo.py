@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.event import listen as event_listen
+from sqlalchemy.event import remove as event_remove
 
 from feedback_bridge.__main__ import build_parser, main
 from feedback_bridge.demo import CSP, DASHBOARD_CHECK, LOCAL_PROVIDERS, create_app, shutdown
@@ -140,6 +142,29 @@ def test_the_conversation_persists_per_browser_until_a_new_one_is_started(demo_a
     new_message, user = runtime.resolve_token(token)
     old_message, same_user = runtime.resolve_token(first[0][1])
     assert user == same_user and new_message.conversation_id != old_message.conversation_id
+
+
+def test_a_reload_signs_the_past_answers_tokens_without_writing(demo_app: Flask) -> None:
+    client = demo_app.test_client()
+    ask(client, "How do I connect to the VPN from home?")
+    ask(client, "The printer says offline.")
+    writes: list[str] = []
+
+    def record(conn, cursor, statement: str, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SELECT", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT",
+                                                      "RELEASE", "SET")):
+            writes.append(statement)
+
+    engine = demo_app.extensions["feedback_bridge"].engine
+    event_listen(engine, "before_cursor_execute", record)
+    try:
+        shown = turns(client)
+    finally:
+        event_remove(engine, "before_cursor_execute", record)
+    assert len(shown) == 2 and writes == []
+    runtime = demo_app.extensions["feedback_bridge"]
+    assert [runtime.resolve_token(token)[0].input for _, token in shown] == [
+        "How do I connect to the VPN from home?", "The printer says offline."]
 
 
 def test_answers_from_an_earlier_run_get_ids_the_new_emulators_know(tmp_path) -> None:

@@ -27,6 +27,7 @@ from .exceptions import ConfigurationError
 from .extension import FeedbackBridge
 from .schema import messages
 from .testing.local import LocalProviders
+from .tokens import message_key
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +149,23 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
             session["conversation"] = str(uuid.uuid4())
         return session["user"], session["conversation"]
 
+    registered: set[str] = set()  # answers this process registered: their stored refs are current
+
     def register(conversation_id: str, message_id: str, user_id: str, question: str, answer: str,
                  answered_at: datetime | None = None) -> str:
-        return bridge.register_message(
+        token = bridge.register_message(
             conversation_id=conversation_id, message_id=message_id, user_id=user_id, input=question, output=answer,
             refs=refs.get(message_id, user_id, question, answer, answered_at),
         )
+        registered.add(message_id)
+        return token
+
+    def token_for(row: Any, conversation_id: str, user_id: str) -> str:
+        """A past answer's token: registered again only the first time this process shows it (an earlier run's
+        emulators are gone, so it needs fresh ids), else signed for its stored row with no write."""
+        if row.message_id in registered:
+            return runtime.tokens.issue(row.id, user_id, message_key(conversation_id, row.message_id))
+        return register(conversation_id, row.message_id, user_id, row.input or "", row.output or "", row.created_at)
 
     @app.after_request
     def security_headers(response: Response) -> Response:
@@ -166,14 +178,14 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
     @app.get("/")
     def index() -> str:
         user_id, conversation_id = visitor()
-        query = (select(messages.c.message_id, messages.c.input, messages.c.output, messages.c.created_at)
+        query = (select(messages.c.id, messages.c.message_id, messages.c.input, messages.c.output,
+                        messages.c.created_at)
                  .where(messages.c.conversation_id == conversation_id, messages.c.user_id == user_id)
                  .order_by(messages.c.created_at.desc(), messages.c.id.desc()).limit(HISTORY_LIMIT))
         with db.read(runtime.engine) as conn:
             rows = list(conn.execute(query))[::-1]
         turns = [{"question": row.input, "answer": row.output, "message_id": row.message_id,
-                  "token": register(conversation_id, row.message_id, user_id, row.input or "", row.output or "",
-                                    row.created_at)}
+                  "token": token_for(row, conversation_id, user_id)}
                  for row in rows]
         return render_template("feedback_bridge/demo.html", desk_name=DESK_NAME, turns=turns,
                                dashboard_url=dashboard_url, suggestions=SUGGESTIONS, delivery=delivery)
