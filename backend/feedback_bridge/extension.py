@@ -103,7 +103,7 @@ class Runtime:
         for token in set(tokens):
             try:
                 claims[token] = self._claims(token)
-            except (TokenError, UnknownMessageError) as exc:
+            except TokenError as exc:
                 results[token] = exc
         found = self.store.get_messages(sorted({c.message_pk for c in claims.values()}))
         for token, claim in claims.items():
