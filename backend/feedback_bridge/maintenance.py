@@ -16,7 +16,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
-from . import db
+from . import daily, db
 from .models import DeliveryStatus
 from .schema import events, messages, outbox, states
 
@@ -270,6 +270,7 @@ def purge_older_than(engine: Engine, cutoff: datetime, *, batch_size: int = PAGE
                 break
             report["outbox"] += conn.execute(delete(outbox).where(outbox.c.event_pk.in_(pks))).rowcount
             report["events"] += conn.execute(delete(events).where(events.c.id.in_(pks))).rowcount
+            daily.forget(conn)
     orphan = (messages.c.created_at < cutoff) & ~exists().where(events.c.message_pk == messages.c.id)
     while True:
         with db.write(engine) as conn:
@@ -283,6 +284,7 @@ def purge_older_than(engine: Engine, cutoff: datetime, *, batch_size: int = PAGE
                 break
             # Re-checked in each statement: a message that got an event meanwhile is left alone as a whole.
             _add(report, _delete_messages(conn, messages.c.id.in_(pks) & orphan))
+            daily.forget(conn)
     logger.info("Purged feedback received before %s: %s", cutoff.isoformat(), report)
     return report
 
@@ -298,6 +300,7 @@ def purge_user(engine: Engine, user_id: str) -> dict[str, int]:
         for table in (outbox, states, events):
             report[_name(table)] += conn.execute(delete(table).where(table.c.user_id == user_id)).rowcount
         _add(report, _delete_messages(conn, own_messages))
+        daily.forget(conn)
     logger.info("Erased the feedback data of one user: %s", report)
     return report
 

@@ -8,6 +8,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -136,4 +137,14 @@ outbox = Table(
     Index("ix_feedback_outbox_key_status", "provider", "message_pk", "user_id", "status"),
     Index("ix_feedback_outbox_event", "event_pk"),
     Index("ix_feedback_outbox_health", "provider", "status", "created_at"),  # the dashboard's delivery health
+)
+
+# The dashboard's overview counts of closed UTC days (dashboard/daily.py): a day's events and answers never change
+# once the day is over, except by a purge, which empties this table.
+daily_counts = Table(
+    "feedback_daily_counts",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("counts", Json, nullable=False),
+    Column("computed_at", UTCDateTime, nullable=False),
 )

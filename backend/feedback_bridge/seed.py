@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Table, func, insert, select, text
 
-from . import db
+from . import daily, db
 from .models import REASONS, Event, EventType, FeedbackState, apply_event
 from .providers import mapping, moveworks, nebuly, qbusiness, qconnect
 from .schema import events, messages, outbox, states
@@ -148,6 +148,7 @@ def seed_store(engine: Engine, n: int, *, now: datetime | None = None, seed: int
                 _bulk_insert(conn, table, rows[table.name.removeprefix("feedback_")])
     with db.write(engine) as conn:
         advance_sequences(conn)
+        daily.forget(conn)  # the past changed
     logger.info("Seeded %d events on %d messages", written, n_messages)
     return written
 

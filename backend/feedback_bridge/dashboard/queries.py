@@ -1,4 +1,5 @@
-"""The dashboard's SQL: one statement of range counts for the overview, keyset pages for the list.
+"""The dashboard's SQL: range counts for the overview (closed days saved, see ``daily.py``), keyset pages for
+the list.
 
 Everything is computed by the database from indexes (see ``schema.py``): the overview counts index ranges, the
 list reads ``received_at`` (or a user's ``(user_id, received_at)``) newest first and stops after one page.
@@ -14,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Engine, func, select
 
-from .. import db, maintenance
+from .. import daily, db, maintenance
 from ..models import REASONS, DeliveryStatus
 from ..schema import events, messages, outbox, states
 
@@ -71,30 +72,49 @@ class Overview:
         return 100 * self.answers_copied / self.answers if self.answers else None
 
 
-def overview(engine: Engine, since: datetime, until: datetime) -> Overview:
-    """Every number of the overview in one statement of counts over index ranges.
+def overview(engine: Engine, since: datetime, until: datetime, *, now: datetime | None = None) -> Overview:
+    """Every number of the overview: per-day counts, read from ``daily`` for closed days and counted otherwise.
 
-    Each count is an equality prefix plus a time range of one index (see ``schema.py``), so the database walks
-    only the matching index entries: no table rows, no sort for a GROUP BY (SQLite has no hash aggregate, and
-    sorting the events of a window costs more than counting them). A day is a UTC calendar day.
+    A count is an equality prefix plus a time range of one index (see ``schema.py``), so the database walks only
+    the matching index entries: no table rows, no sort for a GROUP BY. Closed days are counted once and saved, so
+    a warm render counts only today and the window's first, partial day, whatever the window's volume. A day is a
+    UTC calendar day; ``now`` (default ``until``) decides which days are closed.
     """
     days = _days(since, until)
+    closed = {start.date() for start, end in days if daily.is_closed(start, end, now or until)}
     names = providers(engine)
-    counts: dict[str, Any] = {}
-    for i, (start, end) in enumerate(days):
-        in_day = (events.c.received_at >= start) & (events.c.received_at < end)
-        counts[f"all{i}"] = in_day
-        for vote in ("up", "down"):
-            counts[f"{vote}{i}"] = _kind(f"thumbs_{vote}", None) & in_day & events.c.amends.is_(None)
-    in_window = (events.c.received_at >= since) & (events.c.received_at < until)
-    for value in range(1, 6):
-        counts[f"rating{value}"] = _kind("rating", value) & in_window & events.c.amends.is_(None)
-    counts["copies"] = _kind("copy_output", None) & in_window
-    for reason in REASONS:
-        counts[f"reason:{reason}"] = (events.c.reason == reason) & in_window
-    statement = {key: _count(events, where) for key, where in counts.items()}
-    statement["answers"] = _count(messages, (messages.c.created_at >= since) & (messages.c.created_at < until))
-    statement["copied"] = _count(states, (states.c.copied_at >= since) & (states.c.copied_at < until))
+    counted: dict[date, dict[str, int]] = {}
+    with _read(engine) as conn:
+        saved, mark = daily.load(conn, closed)
+        per_day = []
+        for start, end in days:
+            counts = saved.get(start.date())
+            if counts is None:
+                counts = daily.count_range(conn, start, end)
+                if start.date() in closed:
+                    counted[start.date()] = counts
+            per_day.append(counts)
+        live = _live_counts(conn, since, until, names)
+        oldest = maintenance.oldest_pending(conn)
+    daily.save(engine, counted, mark, now or until)
+    window = {key: sum(counts[key] for counts in per_day) for key in daily.KEYS}
+    return Overview(
+        since=since, until=until,
+        days=[Day(start.date(), counts["all"], counts["up"], counts["down"])
+              for (start, _), counts in zip(days, per_day, strict=True)],
+        ratings={value: window[f"rating{value}"] for value in range(1, 6)},
+        reasons=sorted(((r, window[f"reason:{r}"]) for r in REASONS if window[f"reason:{r}"]),
+                       key=lambda item: -item[1]),
+        copies=window["copies"], answers=window["answers"], answers_copied=live["copied"],
+        health={name: ProviderHealth({s: live[f"health:{name}:{s}"] for s in STATUSES}, oldest.get(name))
+                for name in sorted(set(names) | set(oldest))},
+    )
+
+
+def _live_counts(conn: Connection, since: datetime, until: datetime, names: list[str]) -> dict[str, int]:
+    """What changes after its day: answers first copied in the window (a copy carries the browser's time, and may
+    arrive days later), and delivery health, in one statement."""
+    statement = {"copied": _count(states, (states.c.copied_at >= since) & (states.c.copied_at < until))}
     recent = until - RECENT
     for name in names:
         for status in STATUSES:
@@ -103,21 +123,8 @@ def overview(engine: Engine, since: datetime, until: datetime) -> Overview:
             if status in FINISHED:
                 where &= (outbox.c.created_at >= recent) & (outbox.c.created_at < until)
             statement[f"health:{name}:{status}"] = _count(outbox, where)
-    with _read(engine) as conn:
-        row = conn.execute(select(*[query.label(f"c{i}") for i, query in enumerate(statement.values())])).one()
-        numbers = dict(zip(statement, row, strict=True))
-        oldest = maintenance.oldest_pending(conn)
-    return Overview(
-        since=since, until=until,
-        days=[Day(start.date(), numbers[f"all{i}"], numbers[f"up{i}"], numbers[f"down{i}"])
-              for i, (start, _) in enumerate(days)],
-        ratings={value: numbers[f"rating{value}"] for value in range(1, 6)},
-        reasons=sorted(((r, numbers[f"reason:{r}"]) for r in REASONS if numbers[f"reason:{r}"]),
-                       key=lambda item: -item[1]),
-        copies=numbers["copies"], answers=numbers["answers"], answers_copied=numbers["copied"],
-        health={name: ProviderHealth({s: numbers[f"health:{name}:{s}"] for s in STATUSES}, oldest.get(name))
-                for name in sorted(set(names) | set(oldest))},
-    )
+    row = conn.execute(select(*[query.label(f"c{i}") for i, query in enumerate(statement.values())])).one()
+    return dict(zip(statement, row, strict=True))
 
 
 @contextmanager
@@ -139,11 +146,6 @@ def _days(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
         result.append((max(first, since), min(following, until)))
         first = following
     return result
-
-
-def _kind(kind: str, value: int | None) -> ColumnElement[bool]:
-    # Both columns as an equality prefix of ix_feedback_events_kind_received (IS NULL is one, too).
-    return (events.c.type == kind) & (events.c.value.is_(None) if value is None else events.c.value == value)
 
 
 def _count(table: Any, where: ColumnElement[bool]) -> Any:
