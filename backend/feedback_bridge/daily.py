@@ -96,11 +96,15 @@ def save(engine: Engine, counted: dict[date, dict[str, int]], mark: str | None, 
         return False
 
 
-def forget(conn: Connection) -> None:
-    """Call in the transaction that deletes or back-dates events or messages: a new mark, then no saved days."""
+def forget(conn: Connection, *, through: datetime | None = None) -> None:
+    """Call in the transaction that deletes or back-dates events or messages: a new mark, then no saved days (or
+    none up to the day of ``through``, for a purge of what is older than it)."""
     conn.execute(_save(conn), {"day": MARK_DAY, "counts": {"purge": uuid.uuid4().hex},
                                "computed_at": datetime.now(timezone.utc)})
-    conn.execute(delete(daily_counts).where(daily_counts.c.day != MARK_DAY))
+    stale = daily_counts.c.day != MARK_DAY
+    if through is not None:
+        stale &= daily_counts.c.day <= through.astimezone(timezone.utc).date()
+    conn.execute(delete(daily_counts).where(stale))
 
 
 def _kind(kind: str, value: int | None) -> ColumnElement[bool]:

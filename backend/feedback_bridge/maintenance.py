@@ -270,7 +270,7 @@ def purge_older_than(engine: Engine, cutoff: datetime, *, batch_size: int = PAGE
                 break
             report["outbox"] += conn.execute(delete(outbox).where(outbox.c.event_pk.in_(pks))).rowcount
             report["events"] += conn.execute(delete(events).where(events.c.id.in_(pks))).rowcount
-            daily.forget(conn)
+            daily.forget(conn, through=cutoff)
     orphan = (messages.c.created_at < cutoff) & ~exists().where(events.c.message_pk == messages.c.id)
     while True:
         with db.write(engine) as conn:
@@ -284,7 +284,7 @@ def purge_older_than(engine: Engine, cutoff: datetime, *, batch_size: int = PAGE
                 break
             # Re-checked in each statement: a message that got an event meanwhile is left alone as a whole.
             _add(report, _delete_messages(conn, messages.c.id.in_(pks) & orphan))
-            daily.forget(conn)
+            daily.forget(conn, through=cutoff)
     logger.info("Purged feedback received before %s: %s", cutoff.isoformat(), report)
     return report
 
