@@ -6,18 +6,22 @@ import json
 import re
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import select
 from sqlalchemy.event import listen as event_listen
 from sqlalchemy.event import remove as event_remove
 
+from feedback_bridge import db
 from feedback_bridge.__main__ import build_parser, main
-from feedback_bridge.demo import CSP, DASHBOARD_CHECK, LOCAL_PROVIDERS, create_app, shutdown
+from feedback_bridge.demo import CSP, DASHBOARD_CHECK, LOCAL_PROVIDERS, create_app, seed, shutdown
 from feedback_bridge.demo_answers import FALLBACKS, TOPICS, pick_answer, words
 from feedback_bridge.exceptions import ConfigurationError
+from feedback_bridge.schema import messages
 from feedback_bridge.testing.local import LocalProviders
 from support import event, outbox_rows, post_events
 
@@ -226,6 +230,33 @@ def test_the_demo_delivers_to_all_four_emulators_without_cloud_credentials(tmp_p
     finally:
         shutdown(app)
     assert all(e._server is None for e in local.emulators.values()), "shutdown stops every emulator"
+
+
+def test_seeded_deliveries_left_pending_are_delivered_to_the_emulators(tmp_path) -> None:
+    app = create_app({"FEEDBACK_WORKER": False}, data_dir=tmp_path / "data")
+    try:
+        assert seed(app, 5000) == 5000  # the seed leaves the deliveries of its last hours pending
+        rows = outbox_rows(app)
+        pending = {r["id"]: r["provider"] for r in rows if r["status"] == "pending"}
+        failed = {r["id"] for r in rows if r["status"] == "failed"}
+        assert pending and failed
+
+        app.extensions["feedback_bridge"].worker.drain(datetime.now(timezone.utc) + timedelta(days=1))
+
+        after = {r["id"]: r for r in outbox_rows(app)}
+        assert {pk: after[pk]["status"] for pk in pending} == dict.fromkeys(pending, "delivered"), [
+            after[pk]["last_error"] for pk in pending if after[pk]["status"] != "delivered"]
+        assert {pk for pk, r in after.items() if r["status"] == "failed"} == failed  # only the seed's own
+        local = app.extensions[LOCAL_PROVIDERS]
+        for name, emulator in local.emulators.items():
+            assert len(emulator.received) == sum(p == name for p in pending.values())
+        # Every seeded message has ids the emulators know, whichever of its deliveries was left pending.
+        with db.read(app.extensions["feedback_bridge"].engine) as conn:
+            refs = [r["moveworks"] for r in conn.execute(select(messages.c.refs)).scalars()]
+        known = {m.refs()["helpful_callback_id"] for m in local.moveworks.messages.values()}
+        assert len(refs) > 1000 and {r["helpful_callback_id"] for r in refs} <= known
+    finally:
+        shutdown(app)
 
 
 def test_real_providers_come_from_the_environment_with_the_refs_given_or_none(tmp_path, monkeypatch) -> None:

@@ -56,14 +56,13 @@ def _positive_int(text: str) -> int:
 def run_demo(host: str, port: int, data_dir: Path | None, providers: str = "emulators",
              seed: int | None = None) -> int:
     from .demo import create_app, shutdown
+    from .demo import seed as seed_demo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(data_dir=data_dir, providers=providers)
     if seed:
         try:
-            from .seed import seed_store
-
-            added = seed_store(app.extensions["feedback_bridge"].engine, seed)
+            added = seed_demo(app, seed)
         except BaseException:
             shutdown(app)
             raise

@@ -232,6 +232,17 @@ def create_app(config: dict[str, Any] | None = None, *, data_dir: str | os.PathL
     return app
 
 
+def seed(app: Flask, n: int) -> int:
+    """Fill the demo's store with ``n`` past events. With the emulators, their messages get ids the emulators
+    know, so the deliveries the seed leaves pending are delivered as a real backlog would be."""
+    from .seed import seed_store
+
+    local: LocalProviders | None = app.extensions.get(LOCAL_PROVIDERS)
+    known = None if local is None else (
+        lambda user_id, input, output, at: local.new_message_refs(user_id, input, output, answered_at=at))
+    return seed_store(app.extensions["feedback_bridge"].engine, n, make_refs=known)
+
+
 def shutdown(app: Flask) -> None:
     """Stop the bridge's worker and the demo's emulators."""
     bridge = app.extensions.get("feedback_bridge")

@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -23,6 +23,9 @@ from . import daily, db
 from .models import REASONS, Event, EventType, FeedbackState, apply_event
 from .providers import mapping, moveworks, nebuly, qbusiness, qconnect
 from .schema import events, messages, outbox, states
+
+# (user_id, input, output, created_at) -> provider refs of a message, as ``register_message`` takes them.
+MakeRefs = Callable[[str, str, str, datetime], dict[str, Any]]
 
 logger = logging.getLogger(__name__)
 
@@ -112,10 +115,12 @@ class _Counters:
 
 
 def seed_store(engine: Engine, n: int, *, now: datetime | None = None, seed: int = 0,
-               providers: Sequence[str] = DEFAULT_PROVIDERS) -> int:
+               providers: Sequence[str] = DEFAULT_PROVIDERS, make_refs: MakeRefs | None = None) -> int:
     """Add ``n`` events (with their messages, states and outbox rows) spread over the past twelve weeks.
 
-    Deterministic for a given ``seed``, ``now`` and store contents. Returns the number of events added.
+    ``make_refs(user_id, input, output, created_at)`` gives each message its provider ids instead of made-up ones,
+    e.g. ids that emulators know, so the deliveries left pending can still be delivered. Deterministic for a
+    given ``seed``, ``now`` and store contents (and ``make_refs``). Returns the number of events added.
     """
     if n <= 0:
         return 0
@@ -142,7 +147,8 @@ def seed_store(engine: Engine, n: int, *, now: datetime | None = None, seed: int
         for created in times[start:start + CHUNK]:
             plan = next(plans)
             conversation_id, user_id = conversations[rng.randrange(n_conversations)]
-            written += _message_rows(rng, rows, ids, plan, conversation_id, user_id, created, now, providers)
+            written += _message_rows(rng, rows, ids, plan, conversation_id, user_id, created, now, providers,
+                                     make_refs)
         with db.write(engine) as conn:
             for table in (messages, events, states, outbox):
                 _bulk_insert(conn, table, rows[table.name.removeprefix("feedback_")])
@@ -242,11 +248,13 @@ def _refs(rng: random.Random, conversation_id: str, message_id: str) -> dict[str
 
 def _message_rows(rng: random.Random, rows: dict[str, list[dict[str, Any]]], ids: _Counters,
                   plan: list[dict[str, Any]], conversation_id: str, user_id: str, created: datetime,
-                  now: datetime, providers: Sequence[str]) -> int:
+                  now: datetime, providers: Sequence[str], make_refs: MakeRefs | None) -> int:
     question, answer = QA[rng.randrange(len(QA))]
     ids.message += 1
     message_id = _new_uuid(rng)
-    refs = _refs(rng, conversation_id, message_id)
+    refs = _refs(rng, conversation_id, message_id)  # drawn either way: the rest of the stream stays the same
+    if make_refs is not None:
+        refs = make_refs(user_id, question, answer, created)
     rows["messages"].append({"id": ids.message, "conversation_id": conversation_id, "message_id": message_id,
                              "user_id": user_id, "input": question, "output": answer, "refs": refs,
                              "created_at": created})
