@@ -46,7 +46,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode:  # None: no BEGIN, each statement its own transaction (see `single_statement_reader`)
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 # Any constant shared by every process of every app: PostgreSQL's advisory lock key for creating the tables.
@@ -94,13 +95,14 @@ def read(engine: Engine) -> Iterator[Connection]:
 
 
 def single_statement_reader(engine: Engine) -> Callable[[], AbstractContextManager[Connection]]:
-    """Connections for reads of one statement. On PostgreSQL they run in autocommit, where a statement is its
-    own snapshot: the same answer without the BEGIN and COMMIT round trips, about half the time of ``read()``
-    for the token look-up every event needs. Elsewhere, ``read()``."""
-    if engine.dialect.name != "postgresql":
-        return lambda: read(engine)
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return autocommit.connect
+    """Connections for reads of one statement. They run in autocommit, where a statement is its own snapshot:
+    the same answer without BEGIN and COMMIT, about half the time of ``read()`` for the token look-up every event
+    needs (PostgreSQL: two round trips fewer; SQLite: 160 -> 65 us)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT").connect
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin=None).connect  # pysqlite itself never BEGINs here
+    return lambda: read(engine)
 
 
 def prepared(build: Callable[[str], T]) -> Callable[[Connection], T]:
