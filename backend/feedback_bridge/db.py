@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -11,9 +12,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert, TableClause
 
 from .schema import metadata
+from .write_gate import WriteGate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
+_write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
@@ -42,6 +45,10 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
+
+    database = engine.url.database
+    if database not in (None, "", ":memory:") and not database.startswith("file:"):
+        _write_gates[engine] = WriteGate(database, SQLITE_BUSY_TIMEOUT_MS / 1000)
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
@@ -82,8 +89,10 @@ def create_missing_indexes(engine: Engine) -> list[str]:
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: committed on success, rolled back on error."""
-    with engine.begin() as conn:
+    """A write transaction: committed on success, rolled back on error. On a SQLite file, writers queue for the
+    write lock at a gate (see ``write_gate``), taken once the connection is out of the pool."""
+    gate = _write_gates.get(engine)
+    with engine.connect() as conn, gate.hold() if gate else nullcontext(), conn.begin():
         yield conn
 
 
