@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
@@ -11,9 +12,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert, TableClause
 
 from .schema import metadata
+from .write_gate import WriteGate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 T = TypeVar("T")
+_write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 
 
 def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
@@ -43,10 +46,15 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()
 
+    database = engine.url.database
+    if database not in (None, "", ":memory:") and not database.startswith("file:"):
+        _write_gates[engine] = WriteGate(database, SQLITE_BUSY_TIMEOUT_MS / 1000)
+
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        if mode:  # None: no BEGIN, each statement its own transaction (see `single_statement_reader`)
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 # Any constant shared by every process of every app: PostgreSQL's advisory lock key for creating the tables.
@@ -81,8 +89,10 @@ def create_missing_indexes(engine: Engine) -> list[str]:
 
 @contextmanager
 def write(engine: Engine) -> Iterator[Connection]:
-    """A write transaction: committed on success, rolled back on error."""
-    with engine.begin() as conn:
+    """A write transaction: committed on success, rolled back on error. On a SQLite file, writers queue for the
+    write lock at a gate (see ``write_gate``), taken once the connection is out of the pool."""
+    gate = _write_gates.get(engine)
+    with engine.connect() as conn, gate.hold() if gate else nullcontext(), conn.begin():
         yield conn
 
 
@@ -94,13 +104,14 @@ def read(engine: Engine) -> Iterator[Connection]:
 
 
 def single_statement_reader(engine: Engine) -> Callable[[], AbstractContextManager[Connection]]:
-    """Connections for reads of one statement. On PostgreSQL they run in autocommit, where a statement is its
-    own snapshot: the same answer without the BEGIN and COMMIT round trips, about half the time of ``read()``
-    for the token look-up every event needs. Elsewhere, ``read()``."""
-    if engine.dialect.name != "postgresql":
-        return lambda: read(engine)
-    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return autocommit.connect
+    """Connections for reads of one statement. They run in autocommit, where a statement is its own snapshot:
+    the same answer without BEGIN and COMMIT, about half the time of ``read()`` for the token look-up every event
+    needs (PostgreSQL: two round trips fewer; SQLite: 160 -> 65 us)."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT").connect
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin=None).connect  # pysqlite itself never BEGINs here
+    return lambda: read(engine)
 
 
 def prepared(build: Callable[[str], T]) -> Callable[[Connection], T]:
