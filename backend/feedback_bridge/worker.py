@@ -9,7 +9,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -62,7 +62,9 @@ class Worker:
         self.settings = settings
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set by wake(), stop() and every send that finishes
+        self._enqueued = threading.Event()  # set by wake() only
+        self._more_due = False  # the last claim of run_forever took all it asked for
         self._stop = threading.Event()
         self._loop_done = threading.Event()  # clear while run_forever is inside its loop
         self._loop_done.set()
@@ -76,28 +78,35 @@ class Worker:
         if not self.adapters:
             return 0
         now = now or self.clock()
-        # No more than the pool sends at once: a row claimed to wait behind slow sends would spend its
-        # lease waiting, and be sent again by another worker when that lease runs out.
+        claimed, prepared = self._claim(self.settings.concurrency, now)
+        if claimed:
+            self._record(list(self._pool.map(self._deliver, claimed, prepared)))
+        return len(claimed)
+
+    def _claim(self, limit: int, now: datetime) -> tuple[list[Delivery], list[delivery_reads.Prepared]]:
+        """Claim up to ``limit`` due rows and read what mapping them needs: one read for all of them (per
+        delivery, statements and transactions were most of the worker's CPU). No more than free sending slots
+        are claimed: a row claimed to wait behind slow sends would spend its lease waiting, and be sent again
+        by another worker when that lease runs out."""
         with db.write(self.engine) as conn:
             claimed = outbox.claim(
-                conn, owner=self.owner, providers=list(self.adapters), limit=self.settings.concurrency,
-                now=now, lease_seconds=self.settings.lease_seconds,
+                conn, owner=self.owner, providers=list(self.adapters), limit=limit, now=now,
+                lease_seconds=self.settings.lease_seconds,
             )
-        if claimed:
-            # One read for the whole pass, the sends side by side, one write for all their outcomes: per
-            # delivery, statements and transactions were most of the worker's CPU.
-            try:
-                with db.read(self.engine) as conn:
-                    prepared = delivery_reads.load_contexts(conn, claimed, now)
-            except Exception as exc:  # as if each delivery had failed to read its own
-                prepared = [exc] * len(claimed)
-            outcomes = list(self._pool.map(self._deliver, claimed, prepared))
-            with db.write(self.engine) as conn:
-                lost = outbox.finish_many(conn, outcomes, now=self.clock())
-            for delivery in lost:
-                logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk,
-                               delivery.provider)
-        return len(claimed)
+        if not claimed:
+            return [], []
+        try:
+            with db.read(self.engine) as conn:
+                return claimed, delivery_reads.load_contexts(conn, claimed, now)
+        except Exception as exc:  # as if each delivery had failed to read its own
+            return claimed, [exc] * len(claimed)
+
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """The outcomes of many sends, in one transaction."""
+        with db.write(self.engine) as conn:
+            lost = outbox.finish_many(conn, outcomes, now=self.clock())
+        for delivery in lost:
+            logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk, delivery.provider)
 
     def drain(self, now: datetime | None = None) -> int:
         """Run passes until nothing is due at ``now``."""
@@ -156,24 +165,64 @@ class Worker:
 
     def wake(self) -> None:
         """Tell an idle worker that new deliveries were enqueued."""
+        self._enqueued.set()
         self._wake.set()
 
     def run_forever(self) -> None:
+        """Keep up to ``concurrency`` sends going: as sends finish, record them and claim more, a batch at a
+        time (a quarter of the slots), rather than waiting for the slowest send of each pass."""
         self._loop_done.clear()
+        running: set[Future[Outcome]] = set()
         try:
             self.reclaim()
+            polled = True
             while not self._stop.is_set():
-                self._wake.clear()  # before the pass: a wake() during it makes the wait below return at once
+                self._wake.clear()  # before the step: a wake() or a send finishing during it ends the wait below
                 try:
-                    busy = self.run_once()
+                    seconds = self._step(running, polled)
                 except Exception:  # the database may be briefly unreachable; keep going
                     logger.exception("Delivery pass failed; retrying in %.1fs", self.settings.poll_seconds)
-                    busy = 0
-                if busy:
-                    continue
-                self._wake.wait(self._idle_seconds())
+                    seconds = self._idle_seconds()
+                polled = not self._wake.wait(seconds)
         finally:
-            self._loop_done.set()
+            try:
+                self._collect(running, finish=True)  # the sends in progress are recorded, not left leased
+            finally:
+                self._loop_done.set()
+
+    def _step(self, running: set[Future[Outcome]], polled: bool) -> float:
+        """Record finished sends, fill free slots; returns how long to wait (a finishing send ends it early).
+        With sends running, it claims only for a batch of free slots, and only when more may be due: the last
+        claim was full, sends were just recorded (rows waiting for them may follow), rows were enqueued, or
+        the wait timed out (rows may have come due)."""
+        recorded = self._collect(running, finish=False, now=polled)
+        free = self.settings.concurrency - len(running)
+        enqueued = self._enqueued.is_set()
+        self._enqueued.clear()
+        if running and (free < max(1, self.settings.concurrency // 4)
+                        or not (recorded or self._more_due or enqueued or polled)):
+            return self.settings.poll_seconds
+        claimed, prepared = self._claim(free, self.clock())
+        self._more_due = len(claimed) == free
+        for delivery, ready in zip(claimed, prepared, strict=True):
+            future = self._pool.submit(self._deliver, delivery, ready)
+            future.add_done_callback(lambda _: self._wake.set())
+            running.add(future)
+        return self.settings.poll_seconds if running else self._idle_seconds()
+
+    def _collect(self, running: set[Future[Outcome]], *, finish: bool, now: bool = False) -> int:
+        """Record the finished sends once a batch of them (or all) are done, whatever their number when ``now``
+        (a poll interval passed), all of them after they finish when ``finish``; returns how many."""
+        if finish:
+            done = wait(running).done
+        else:
+            done = {future for future in running if future.done()}
+            if not now and len(done) < min(max(1, self.settings.concurrency // 4), len(running)):
+                return 0
+        running -= done
+        if done:
+            self._record([future.result() for future in done])
+        return len(done)
 
     def _idle_seconds(self) -> float:
         try:
@@ -191,7 +240,7 @@ class Worker:
         return thread
 
     def stop(self) -> None:
-        """Finish the pass in progress (its claimed rows are delivered, not left leased), then stop."""
+        """Finish the sends in progress (their rows are recorded, not left leased), then stop."""
         self._stop.set()
         self._wake.set()
         self._loop_done.wait(self.settings.lease_seconds)
