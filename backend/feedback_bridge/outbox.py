@@ -24,6 +24,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -273,6 +274,46 @@ def finish(
     return result.rowcount == 1
 
 
+_ours = select(outbox.c.id).where(
+    outbox.c.id.in_(bindparam("f_ids", expanding=True)) & (outbox.c.status == IN_FLIGHT)
+    & (outbox.c.lease_owner == bindparam("f_owner"))
+).with_for_update(of=outbox)
+# The SET clause comes from each executemany's parameter names (column names), the WHERE from these.
+_finish_row = update(outbox).where(
+    (outbox.c.id == bindparam("f_id")) & (outbox.c.status == IN_FLIGHT) & (outbox.c.lease_owner == bindparam("f_owner"))
+)
+
+
+def finish_many(
+    conn: Connection, outcomes: list[tuple[Delivery, DeliveryStatus, dict[str, Any]]], *, now: datetime
+) -> list[Delivery]:
+    """Record the outcomes of a pass as ``finish`` would one by one (``values``: its keyword arguments), with
+    one read and an executemany per shape of values. Returns the deliveries whose lease was lost (not written)."""
+    kept: set[int] = set()
+    by_owner: dict[str | None, list[int]] = {}
+    for delivery, _, _ in outcomes:
+        by_owner.setdefault(delivery.lease_owner, []).append(delivery.pk)
+    for owner, pks in by_owner.items():  # locked (PostgreSQL) so no claim takes them over until we commit
+        kept.update(conn.execute(_ours, {"f_ids": sorted(pks), "f_owner": owner}).scalars())
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for delivery, status, values in sorted(outcomes, key=lambda o: o[0].pk):
+        if delivery.pk not in kept:
+            continue
+        row: dict[str, Any] = {
+            "f_id": delivery.pk, "f_owner": delivery.lease_owner, "status": status.value, "updated_at": now,
+            "lease_until": None, "last_error": values.get("error"), "request": values.get("request"),
+            "response": values.get("response"),
+        }
+        if status is DeliveryStatus.DELIVERED:
+            row["delivered_at"] = now
+        if values.get("next_attempt_at") is not None:
+            row["next_attempt_at"] = values["next_attempt_at"]
+        groups.setdefault(tuple(row), []).append(row)
+    for rows in groups.values():
+        conn.execute(_finish_row, rows)
+    return [delivery for delivery, _, _ in outcomes if delivery.pk not in kept]
+
+
 def reclaim_expired(conn: Connection, now: datetime) -> int:
     """Put rows whose worker died (lease expired) back to pending. Run when a worker starts."""
     result = conn.execute(
@@ -293,6 +334,32 @@ def last_delivered_request(conn: Connection, delivery: Delivery) -> dict[str, An
         .limit(1)
     ).first()
     return row.request if row else None
+
+
+_ranked_delivered = select(
+    outbox.c.provider, outbox.c.message_pk, outbox.c.user_id, outbox.c.request,
+    func.row_number().over(
+        partition_by=(outbox.c.provider, outbox.c.message_pk, outbox.c.user_id),
+        order_by=(outbox.c.delivered_at.desc(), outbox.c.id.desc()),
+    ).label("rank"),
+).where(
+    tuple_(outbox.c.provider, outbox.c.message_pk, outbox.c.user_id).in_(bindparam("l_keys", expanding=True))
+    & (outbox.c.status == DELIVERED) & (outbox.c.kind == "state")
+).subquery()
+_last_delivered = select(
+    _ranked_delivered.c.provider, _ranked_delivered.c.message_pk, _ranked_delivered.c.user_id,
+    _ranked_delivered.c.request,
+).where(_ranked_delivered.c.rank == 1)
+
+
+def last_delivered_requests(
+    conn: Connection, deliveries: list[Delivery]
+) -> dict[tuple[str, int, str], dict[str, Any] | None]:
+    """``last_delivered_request`` of many deliveries with one statement, by (provider, message_pk, user_id)."""
+    keys = sorted({(d.provider, d.message_pk, d.user_id) for d in deliveries})
+    if not keys:
+        return {}
+    return {(r.provider, r.message_pk, r.user_id): r.request for r in conn.execute(_last_delivered, {"l_keys": keys})}
 
 
 def retry_failed(
