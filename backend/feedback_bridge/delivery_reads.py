@@ -4,7 +4,6 @@ in one transaction, instead of two or three reads per delivery."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -15,10 +14,9 @@ from . import outbox
 from .models import Delivery, Event, FeedbackState
 from .providers import DeliveryContext, Skip
 from .schema import events, states
-from .store import _message, _select_messages, row_to_event
+from .store import SELECT_MESSAGES, STATE_COLUMNS, message_from_row, row_to_event
 
-_STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
-_select_states = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in _STATE_COLUMNS]).where(
+_select_states = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]).where(
     tuple_(states.c.message_pk, states.c.user_id).in_(bindparam("keys", expanding=True))
 )
 _select_events = select(events).where(events.c.id.in_(bindparam("pks", expanding=True)))
@@ -32,12 +30,12 @@ Prepared = tuple[DeliveryContext, dict[str, Any] | None] | Exception
 def load_contexts(conn: Connection, deliveries: Sequence[Delivery], now: datetime) -> list[Prepared]:
     """The context of every delivery of a pass, in ``deliveries`` order."""
     pks = sorted({d.message_pk for d in deliveries})
-    found = {row["id"]: _message(row) for row in conn.execute(_select_messages, {"pks": pks}).mappings()}
+    found = {row["id"]: message_from_row(row) for row in conn.execute(SELECT_MESSAGES, {"pks": pks}).mappings()}
     live = [d for d in deliveries if d.message_pk in found]
     state_keys = sorted({(d.message_pk, d.user_id) for d in live if d.kind == "state"})
     state_of: dict[tuple[int, str], FeedbackState] = {}
     if state_keys:
-        state_of = {(r["message_pk"], r["user_id"]): FeedbackState(**{n: r[n] for n in _STATE_COLUMNS})
+        state_of = {(r["message_pk"], r["user_id"]): FeedbackState(**{n: r[n] for n in STATE_COLUMNS})
                     for r in conn.execute(_select_states, {"keys": state_keys}).mappings()}
     last = outbox.last_delivered_requests(conn, [d for d in live if d.kind == "state"])
     event_pks = sorted({d.event_pk for d in live if d.kind != "state" and d.event_pk is not None})

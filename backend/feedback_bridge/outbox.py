@@ -257,21 +257,8 @@ def finish(
     error: str | None = None, next_attempt_at: datetime | None = None,
 ) -> bool:
     """Record the outcome of a claimed delivery. False if the lease was lost to another worker."""
-    values: dict[str, Any] = {
-        "status": status.value, "updated_at": now, "lease_until": None, "last_error": error,
-        "request": request, "response": response,
-    }
-    if status is DeliveryStatus.DELIVERED:
-        values["delivered_at"] = now
-    if next_attempt_at is not None:
-        values["next_attempt_at"] = next_attempt_at
-    result = conn.execute(
-        update(outbox)
-        .where((outbox.c.id == delivery.pk) & (outbox.c.status == IN_FLIGHT)
-               & (outbox.c.lease_owner == delivery.lease_owner))
-        .values(**values)
-    )
-    return result.rowcount == 1
+    values = {"request": request, "response": response, "error": error, "next_attempt_at": next_attempt_at}
+    return not finish_many(conn, [(delivery, status, values)], now=now)
 
 
 _ours = select(outbox.c.id).where(
@@ -324,18 +311,6 @@ def reclaim_expired(conn: Connection, now: datetime) -> int:
     return result.rowcount
 
 
-def last_delivered_request(conn: Connection, delivery: Delivery) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(outbox.c.request)
-        .where((outbox.c.provider == delivery.provider) & (outbox.c.message_pk == delivery.message_pk)
-               & (outbox.c.user_id == delivery.user_id) & (outbox.c.status == DELIVERED)
-               & (outbox.c.kind == "state"))
-        .order_by(outbox.c.delivered_at.desc(), outbox.c.id.desc())
-        .limit(1)
-    ).first()
-    return row.request if row else None
-
-
 _ranked_delivered = select(
     outbox.c.provider, outbox.c.message_pk, outbox.c.user_id, outbox.c.request,
     func.row_number().over(
@@ -355,7 +330,8 @@ _last_delivered = select(
 def last_delivered_requests(
     conn: Connection, deliveries: list[Delivery]
 ) -> dict[tuple[str, int, str], dict[str, Any] | None]:
-    """``last_delivered_request`` of many deliveries with one statement, by (provider, message_pk, user_id)."""
+    """The request last delivered for each state delivery's (provider, message_pk, user_id), with one statement
+    (a state that maps to the same request again is skipped)."""
     keys = sorted({(d.provider, d.message_pk, d.user_id) for d in deliveries})
     if not keys:
         return {}

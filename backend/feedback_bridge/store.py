@@ -14,7 +14,7 @@ from .models import Event, EventType, FeedbackState, Message, apply_event
 from .providers import ProviderAdapter
 from .schema import events, messages, states
 
-_STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
+STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class Store:
             row = conn.execute(
                 update(messages).where(where).values(**values).returning(*messages.c)
             ).mappings().one()
-        return _message(row)
+        return message_from_row(row)
 
     def get_message(self, pk: int) -> Message | None:
         with self._read_one() as conn:
@@ -80,14 +80,14 @@ class Store:
         if not pks:
             return {}
         with self._read_one() as conn:
-            rows = conn.execute(_select_messages, {"pks": list(pks)}).mappings().all()
-        return {row["id"]: _message(row) for row in rows}
+            rows = conn.execute(SELECT_MESSAGES, {"pks": list(pks)}).mappings().all()
+        return {row["id"]: message_from_row(row) for row in rows}
 
     def find_message(self, conversation_id: str, message_id: str) -> Message | None:
         with self._read_one() as conn:
             params = {"conversation_id": conversation_id, "message_id": message_id}
             row = conn.execute(_find_message, params).mappings().first()
-        return _message(row) if row else None
+        return message_from_row(row) if row else None
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ class Store:
         return outcomes
 
 _select_message = select(messages).where(messages.c.id == bindparam("pk"))
-_select_messages = select(messages).where(messages.c.id.in_(bindparam("pks", expanding=True)))
+SELECT_MESSAGES = select(messages).where(messages.c.id.in_(bindparam("pks", expanding=True)))
 _find_message = select(messages).where(
     (messages.c.conversation_id == bindparam("conversation_id")) & (messages.c.message_id == bindparam("message_id"))
 )
@@ -151,15 +151,15 @@ _find_message = select(messages).where(
 
 def load_message(conn: Connection, pk: int) -> Message | None:
     row = conn.execute(_select_message, {"pk": pk}).mappings().first()
-    return _message(row) if row else None
+    return message_from_row(row) if row else None
 
 
 _STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
-_select_state = select(*[states.c[name] for name in _STATE_COLUMNS]).where(_STATE_KEY)
+_select_state = select(*[states.c[name] for name in STATE_COLUMNS]).where(_STATE_KEY)
 _update_state = update(states).where(_STATE_KEY)
 _lock_state = db.prepared(lambda dialect: db.insert_or_lock(
     dialect, states, ["message_pk", "user_id"], touch=[], keep=("copy_count",)
-).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in _STATE_COLUMNS]))
+).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]))
 _insert_event = db.prepared(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id)
 )
@@ -182,7 +182,7 @@ def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[in
     rows = conn.execute(_lock_state(conn), [
         {"message_pk": pk, "user_id": user, "copy_count": 0} for pk, user in keys
     ]).mappings().all()
-    found = {(row["message_pk"], row["user_id"]): FeedbackState(**{n: row[n] for n in _STATE_COLUMNS})
+    found = {(row["message_pk"], row["user_id"]): FeedbackState(**{n: row[n] for n in STATE_COLUMNS})
              for row in rows}
     return {key: found[key] for key in keys}
 
@@ -191,7 +191,7 @@ def _save_states(conn: Connection, changed: Mapping[tuple[int, str], FeedbackSta
     """Write the final state of every changed row at once: nothing in the transaction reads them before."""
     if changed:
         conn.execute(_update_state, [
-            {"key_pk": pk, "key_user": user, **{name: getattr(state, name) for name in _STATE_COLUMNS}}
+            {"key_pk": pk, "key_user": user, **{name: getattr(state, name) for name in STATE_COLUMNS}}
             for (pk, user), state in changed.items()
         ])
 
@@ -245,7 +245,7 @@ def row_to_event(row: RowMapping) -> Event:
     )
 
 
-def _message(row: RowMapping) -> Message:
+def message_from_row(row: RowMapping) -> Message:
     return Message(
         pk=row["id"], conversation_id=row["conversation_id"], message_id=row["message_id"],
         user_id=row["user_id"], input=row["input"], output=row["output"], refs=dict(row["refs"] or {}),
