@@ -11,12 +11,16 @@ who asks first, and a writer that is not behind it (another program, a gate that
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the threads of a process still queue, processes wait as SQLite has them
+    fcntl = None  # type: ignore[assignment]
 
 _gates: weakref.WeakSet[WriteGate] = weakref.WeakSet()
 
@@ -55,12 +59,15 @@ class WriteGate:
         """The lock file's descriptor for this process (called with ``_threads`` held); None if it cannot be
         opened (a read-only folder, say): then writers wait as SQLite has them."""
         pid = os.getpid()
+        if fcntl is None:
+            return None
         if self._fd is None or self._fd[0] != pid:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             except OSError:
                 return None
             self._fd = (pid, fd)
+            weakref.finalize(self, os.close, fd)  # engines come and go (tests, apps): their files must not pile up
         return self._fd[1]
 
 
