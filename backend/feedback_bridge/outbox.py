@@ -17,7 +17,6 @@ from sqlalchemy import (
     Connection,
     Exists,
     Update,
-    and_,
     bindparam,
     exists,
     func,
@@ -203,47 +202,56 @@ def _waiting(now: BindParameter[Any] | None) -> Exists:
     )
 
 
-# Built once: constructing it (the self-join above) cost more than running it, at every claim.
-_claim_due = (
-    select(outbox.c.id)
-    .where(
-        outbox.c.provider.in_(bindparam("c_providers", expanding=True)),
-        or_(
-            and_(outbox.c.status == PENDING, outbox.c.next_attempt_at <= bindparam("c_now")),
-            and_(outbox.c.status == IN_FLIGHT, outbox.c.lease_until < bindparam("c_now")),
-        ),
-        ~_waiting(bindparam("c_now")),
+def _due(status: str, due: Any) -> Any:
+    """Rows of one status due for a claim, oldest due first: the order of ``ix_feedback_outbox_due``, so the
+    database walks that index and stops at the limit instead of testing and sorting every due row."""
+    return (
+        select(outbox.c.id)
+        .where(outbox.c.status == status, due, outbox.c.provider.in_(bindparam("c_providers", expanding=True)),
+               ~_waiting(bindparam("c_now")))
+        .order_by(outbox.c.next_attempt_at, outbox.c.id)
+        .limit(bindparam("c_limit"))
+        .with_for_update(skip_locked=True, of=outbox)
     )
-    .order_by(outbox.c.next_attempt_at, outbox.c.id)
-    .limit(bindparam("c_limit"))
-    .with_for_update(skip_locked=True, of=outbox)
-)
-_claim = (
-    update(outbox)
-    .where(outbox.c.id.in_(_claim_due.scalar_subquery()))
-    .values(
-        status=IN_FLIGHT, lease_owner=bindparam("c_owner"), lease_until=bindparam("c_lease_until"),
-        attempts=outbox.c.attempts + 1, coalesce_key=None, updated_at=bindparam("c_now"),
+
+
+def _take(due: Any) -> Update:
+    return (
+        update(outbox)
+        .where(outbox.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=IN_FLIGHT, lease_owner=bindparam("c_owner"), lease_until=bindparam("c_lease_until"),
+            attempts=outbox.c.attempts + 1, coalesce_key=None, updated_at=bindparam("c_now"),
+        )
+        .returning(
+            outbox.c.id, outbox.c.provider, outbox.c.kind, outbox.c.message_pk, outbox.c.user_id,
+            outbox.c.event_pk, outbox.c.attempts, outbox.c.lease_owner,
+        )
     )
-    .returning(
-        outbox.c.id, outbox.c.provider, outbox.c.kind, outbox.c.message_pk, outbox.c.user_id,
-        outbox.c.event_pk, outbox.c.attempts, outbox.c.lease_owner,
-    )
-)
+
+
+# Built once: constructing them (the self-join in ``_waiting``) cost more than running them, at every claim.
+# Two statements rather than one with an OR of both cases: with the OR no index gives the order, and a claim
+# read and sorted the whole backlog (235 ms for 4 rows of a 74,000-row backlog on SQLite, inside its write lock).
+_claim_expired = _take(_due(IN_FLIGHT, outbox.c.lease_until < bindparam("c_now")))
+_claim_pending = _take(_due(PENDING, outbox.c.next_attempt_at <= bindparam("c_now")))
 
 
 def claim(
     conn: Connection, *, owner: str, providers: list[str], limit: int, now: datetime, lease_seconds: float
 ) -> list[Delivery]:
-    """Take up to ``limit`` due rows (and rows whose lease expired) for ``providers`` under a new lease.
+    """Take up to ``limit`` rows whose lease expired, then due rows, for ``providers`` under a new lease.
 
     Rows of one (provider, message, user) are taken one at a time, oldest first (see ``_waiting``), so a
     provider never sees an older state overtake a newer one, nor one delivery sent twice side by side.
     """
-    rows = conn.execute(_claim, {
+    params = {
         "c_providers": providers, "c_now": now, "c_limit": limit, "c_owner": owner,
         "c_lease_until": now + timedelta(seconds=lease_seconds),
-    }).all()
+    }
+    rows = conn.execute(_claim_expired, params).all()
+    if len(rows) < limit:
+        rows += conn.execute(_claim_pending, {**params, "c_limit": limit - len(rows)}).all()
     return [
         Delivery(pk=r.id, provider=r.provider, kind=r.kind, message_pk=r.message_pk, user_id=r.user_id,
                  event_pk=r.event_pk, attempts=r.attempts, lease_owner=r.lease_owner)
