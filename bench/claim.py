@@ -17,7 +17,8 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import event, func, select, update
+from statistics_refresh import analyze
 
 from feedback_bridge import db, outbox
 from feedback_bridge.schema import metadata
@@ -35,11 +36,6 @@ def make_backlog(engine, events: int, every: int) -> None:
             .values(status="pending", next_attempt_at=outbox_table.c.created_at, delivered_at=None)
         )
     analyze(engine)
-
-
-def analyze(engine) -> None:
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("ANALYZE"))
 
 
 def explain(engine, providers: list[str]) -> str:

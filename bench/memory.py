@@ -26,6 +26,7 @@ from typing import Any
 
 import psutil
 from ingest_gunicorn import BACKEND, HERE, free_port, machine, prepare, start_server
+from statistics_refresh import analyze
 
 GOAL_MB = 30
 
@@ -106,6 +107,7 @@ def main() -> None:
             if errors:
                 raise errors[0]
             numbers = itertools.count(checkpoint // args.batch)
+            analyze(url)  # as autovacuum would between the stretches of load (outside the timing)
             rss = worker.memory_info().rss / 2**20
             readings.append((checkpoint, rss))
             print(f"{checkpoint:>7} events: RSS {rss:6.1f} MB ({time.perf_counter() - start:5.0f} s, "
