@@ -360,8 +360,6 @@ def test_pg_an_amendment_merged_into_a_pending_vote_is_not_lost_to_a_worker_clai
 
 def test_pg_concurrent_batches_touching_the_same_states_in_opposite_orders_do_not_deadlock(make_app, pg_url) -> None:
     app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
-    # Another app process: within one process concurrent posts share a group commit instead of racing.
-    other = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
     t1, t2 = register(app, message_id="m-1"), register(app, message_id="m-2")
     a1, a2 = make_event("thumbs_up", t1), make_event("thumbs_up", t2)
     b2, b1 = make_event("thumbs_down", t2), make_event("thumbs_down", t1)
@@ -370,14 +368,14 @@ def test_pg_concurrent_batches_touching_the_same_states_in_opposite_orders_do_no
     pause = PauseAt(engine, lambda statement, _: statement.startswith("INSERT INTO feedback_events"), when="before")
     watcher = create_engine(pg_url)
 
-    def send(via: Flask, *evs: dict[str, Any]) -> tuple[int, Any]:
-        response = via.test_client().post("/feedback/events", json={"events": list(evs)})
+    def send(*evs: dict[str, Any]) -> tuple[int, Any]:
+        response = app.test_client().post("/feedback/events", json={"events": list(evs)})
         return response.status_code, response.json
 
     try:
-        with in_thread(lambda: send(app, a1, a2)) as batch_a:
+        with in_thread(lambda: send(a1, a2)) as batch_a:
             assert pause.reached.wait(30)
-            with in_thread(lambda: send(other, b2, b1)) as batch_b:
+            with in_thread(lambda: send(b2, b1)) as batch_b:
                 wait_for(lambda: lock_waiters(watcher) >= 1)  # batch B waits for a row batch A holds
                 pause.release.set()
     finally:
@@ -413,7 +411,6 @@ def test_pg_app_processes_starting_together_create_the_tables_once(pg_url) -> No
 
 def test_pg_an_amendment_racing_its_vote_waits_for_it_instead_of_being_rejected(make_app, pg_url) -> None:
     app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
-    other = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
     token = register(app)
     post(app, make_event("copy_output", token, text="Open Settings"))  # the state row exists already
     vote = make_event("thumbs_down", token)
@@ -423,14 +420,13 @@ def test_pg_an_amendment_racing_its_vote_waits_for_it_instead_of_being_rejected(
                     and isinstance(params, dict) and params.get("event_id") == vote["id"])
     watcher = create_engine(pg_url)
 
-    def send(via: Flask, ev: dict[str, Any]) -> dict[str, Any]:
-        return via.test_client().post("/feedback/events", json={"events": [ev]}).json
+    def send(ev: dict[str, Any]) -> dict[str, Any]:
+        return app.test_client().post("/feedback/events", json={"events": [ev]}).json
 
     try:
-        with in_thread(lambda: send(app, vote)) as voting:
+        with in_thread(lambda: send(vote)) as voting:
             assert pause.reached.wait(30), "the vote is stored but not committed"
-            # from another app process: in this one the amendment would join the vote's group commit
-            with in_thread(lambda: send(other, amend)) as amending:
+            with in_thread(lambda: send(amend)) as amending:
                 wait_for(lambda: "result" in amending or lock_waiters(watcher) >= 1)
                 pause.release.set()
     finally:

@@ -25,7 +25,6 @@ from .exceptions import (
     TokenMissing,
     UnknownMessageError,
 )
-from .group_commit import GroupCommit
 from .models import FeedbackState, Message
 from .providers import ProviderAdapter, build_adapters
 from .ratelimit import RateLimits
@@ -62,7 +61,6 @@ class Runtime:
         self._tokens: tuple[tuple[Any, Any], MessageTokens] | None = None
         self._worker_thread: threading.Thread | None = None
         self._worker_lock = threading.Lock()
-        self._ingest_group: GroupCommit[IncomingEvent, Outcome] = GroupCommit(self._ingest_now)
 
     @staticmethod
     def now() -> datetime:
@@ -116,13 +114,10 @@ class Runtime:
         return results
 
     def ingest(self, items: Sequence[IncomingEvent]) -> list[Outcome]:
-        """Store these events (committed when this returns), with other requests' if they arrive meanwhile."""
-        outcomes = self._ingest_group.submit(items)
+        outcomes = self.store.ingest(items, self.adapters, settle_seconds=self.settings.settle_seconds,
+                                     now=self.now())
         self.worker.wake()
         return outcomes
-
-    def _ingest_now(self, items: list[IncomingEvent]) -> list[Outcome]:
-        return self.store.ingest(items, self.adapters, settle_seconds=self.settings.settle_seconds, now=self.now())
 
     @cached_property
     def _openapi(self) -> dict[str, Any]:
