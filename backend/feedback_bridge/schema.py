@@ -22,6 +22,25 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
+
+
+class _SQLiteDateTimeText(SQLITE_DATETIME):
+    """SQLite's DATETIME as SQLAlchemy stores it ('2026-12-04 15:39:31.123456'), written and read by the C
+    ``isoformat``/``fromisoformat``: SQLAlchemy's own %-formatting and regular expression took about a sixth of
+    a batch's ingest CPU (an event and its outbox rows carry seven datetimes)."""
+
+    def bind_processor(self, dialect):
+        def process(value: datetime | None) -> str | None:
+            return None if value is None else value.isoformat(" ", "microseconds")
+
+        return process
+
+    def result_processor(self, dialect, coltype):
+        def process(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+
+        return process
 
 
 class UTCDateTime(TypeDecorator):
@@ -29,6 +48,11 @@ class UTCDateTime(TypeDecorator):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(_SQLiteDateTimeText())
+        return super().load_dialect_impl(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect):
         if value is None:
