@@ -8,7 +8,10 @@ Two providers, as ``bench/ingest_inprocess.py`` has them: the ``log`` adapter on
 once as an event provider, so every event writes both kinds of outbox rows.
 
 - ``POST /floor``: the same body read and parsed as JSON, nothing stored: what Flask and gunicorn cost.
-- ``POST /floor-commit``: the same, plus one row inserted and committed in the bridge's database, through
+- ``POST /floor-checked``: the same, plus what the bridge must do before it may store anything: each event
+  validated by its schema, the tokens verified and their messages read (one read, as ingest does). Nothing
+  stored: what is left of ``/feedback/events`` above this is the transaction.
+- ``POST /floor-commit``: ``/floor`` plus one row inserted and committed in the bridge's database, through
   the bridge's engine: the least any endpoint that stores its request durably can cost.
 """
 
@@ -24,6 +27,7 @@ from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from feedback_bridge import FeedbackBridge, db
 from feedback_bridge.schema import Id
+from feedback_bridge.schemas import EventSchema
 
 SECRET_KEY = "bench-secret"
 PROVIDERS = {"log": {"level": "DEBUG"},
@@ -44,13 +48,23 @@ def create_app() -> Flask:
         FEEDBACK_RATE_LIMIT_IP="", FEEDBACK_RATE_LIMIT_TOKEN="",
     )
     bridge = FeedbackBridge(app)
-    engine = bridge.get_runtime(app).engine
+    runtime = bridge.get_runtime(app)
+    engine = runtime.engine
+    event_schema = EventSchema()
     with db.write(engine) as conn:
         _floor_metadata.create_all(conn)
 
     @app.post("/floor")
     def floor():
         return jsonify({"received": len(json.loads(request.get_data())["events"])})
+
+    @app.post("/floor-checked")
+    def floor_checked():
+        events = [event_schema.load(event) for event in json.loads(request.get_data())["events"]]
+        resolved = runtime.resolve_tokens(event["token"] for event in events)
+        if any(isinstance(result, Exception) for result in resolved.values()):
+            return jsonify({"error": "a token did not resolve"}), 400
+        return jsonify({"received": len(events)})
 
     @app.post("/floor-commit")
     def floor_commit():

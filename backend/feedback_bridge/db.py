@@ -54,7 +54,8 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         if mode:  # None: no BEGIN, each statement its own transaction (see `single_statement_reader`)
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            # Straight to the driver: through SQLAlchemy's execution path a BEGIN cost ~50 us, 5% of an event.
+            conn.connection.dbapi_connection.execute(f"BEGIN {mode}")
 
 
 # Any constant shared by every process of every app: PostgreSQL's advisory lock key for creating the tables.
