@@ -76,7 +76,7 @@ def test_realistic_contents(database_url):
     skips = {r["last_error"] for r in rows if r["status"] == "skipped"}
     # The adapters' own words, not made-up ones.
     assert {qbusiness.NO_DELETE, qconnect.NOTHING_NEW, nebuly.RETRACT_SKIP,
-            moveworks._NOT_EXPRESSIBLE[moveworks.EventType.COPY_OUTPUT]} <= skips
+            moveworks.NOT_EXPRESSIBLE[moveworks.EventType.COPY_OUTPUT]} <= skips
     qb = next(r["request"] for r in rows if r["provider"] == "qbusiness" and r["status"] == "delivered")
     assert qb["operation"] == "PutFeedback" and len(qb["params"]["applicationId"]) == 36
     mw = next(r["request"] for r in rows if r["provider"] == "moveworks" and r["status"] == "delivered")

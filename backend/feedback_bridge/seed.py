@@ -358,7 +358,7 @@ def _request(provider: str, event: Event, state: FeedbackState, message: dict[st
 
 
 def _moveworks_request(event: Event, state: FeedbackState, ref: dict[str, str]) -> dict[str, Any]:
-    not_expressible = moveworks._NOT_EXPRESSIBLE.get(event.type)
+    not_expressible = moveworks.NOT_EXPRESSIBLE.get(event.type)
     if not_expressible:
         raise _Skipped(not_expressible)
     vote = mapping.sentiment(state, THRESHOLDS)
@@ -383,7 +383,7 @@ def _nebuly_request(event: Event, message: dict[str, Any]) -> dict[str, Any]:
         raise _Skipped(nebuly.RETRACT_SKIP)
     if event.amends is not None:
         raise _Skipped(nebuly.AMENDMENT_SKIP)
-    feedback: dict[str, Any] = {"slug": nebuly._SLUG[event.type]}
+    feedback: dict[str, Any] = {"slug": nebuly.SLUG_OF[event.type]}
     if event.type is EventType.RATING:
         feedback["value"] = event.value
     elif event.type in (EventType.THUMBS_UP, EventType.THUMBS_DOWN):

@@ -33,7 +33,7 @@ ID_PATTERNS = {
     "response_id": re.compile(r"resp_[0-9A-Za-z]+"),
     "message_id": re.compile(r"msg_[0-9A-Za-z]+"),
 }
-_NOT_EXPRESSIBLE = {
+NOT_EXPRESSIBLE = {
     EventType.COPY_OUTPUT: "Moveworks takes only helpful/unhelpful feedback: a copy is not expressible.",
     EventType.COPY_INPUT: "Moveworks takes only helpful/unhelpful feedback: a copied prompt is not expressible.",
     EventType.PASTE: "Moveworks takes only helpful/unhelpful feedback: a paste is not expressible.",
@@ -78,7 +78,7 @@ class MoveworksAdapter(ProviderAdapter):
     def skip_reason(self, event: Event, message: Message) -> str | None:
         if not message.refs.get(self.name):
             return f"The message was registered without {self.name!r} refs: Moveworks cannot identify it."
-        return _NOT_EXPRESSIBLE.get(event.type)
+        return NOT_EXPRESSIBLE.get(event.type)
 
     def build_request(self, context: DeliveryContext) -> dict[str, Any]:
         state = context.state

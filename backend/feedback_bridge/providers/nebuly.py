@@ -32,7 +32,7 @@ TEXT_SLUGS = frozenset({"copy_input", "copy_output", "paste"})  # "the text fiel
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)")
 # After the interaction, as Nebuly requires; a millisecond is the resolution of the timestamps we send.
 AFTER_INTERACTION = timedelta(milliseconds=1)
-_SLUG = {
+SLUG_OF = {
     EventType.THUMBS_UP: "thumbs_up", EventType.THUMBS_DOWN: "thumbs_down", EventType.RATING: "rating",
     EventType.COPY_OUTPUT: "copy_output", EventType.COPY_INPUT: "copy_input", EventType.PASTE: "paste",
 }
@@ -83,7 +83,7 @@ class NebulyAdapter(ProviderAdapter):
         if event.amends is not None:
             # Reached only when the vote was no longer pending at ingest (else it was merged into it).
             raise Skip(AMENDMENT_SKIP)
-        feedback: dict[str, Any] = {"slug": _SLUG[event.type]}
+        feedback: dict[str, Any] = {"slug": SLUG_OF[event.type]}
         if event.type is EventType.RATING:
             feedback["value"] = event.value  # "use the field value instead of the text field"
         elif event.type in (EventType.THUMBS_UP, EventType.THUMBS_DOWN):
