@@ -17,7 +17,7 @@ import statistics
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import event, func, select, update
+from sqlalchemy import Engine, event, func, select, update
 from statistics_refresh import analyze
 
 from feedback_bridge import db, outbox
@@ -26,7 +26,7 @@ from feedback_bridge.schema import outbox as outbox_table
 from feedback_bridge.seed import seed_store
 
 
-def make_backlog(engine, events: int, every: int) -> None:
+def make_backlog(engine: Engine, events: int, every: int) -> None:
     metadata.drop_all(engine)
     seed_store(engine, events)
     with db.write(engine) as conn:
@@ -38,7 +38,7 @@ def make_backlog(engine, events: int, every: int) -> None:
     analyze(engine)
 
 
-def explain(engine, providers: list[str]) -> str:
+def explain(engine: Engine, providers: list[str]) -> str:
     """The plan of the claim's statements, captured as the driver receives them."""
     captured = []
 

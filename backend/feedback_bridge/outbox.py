@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    ColumnElement,
     Connection,
     Exists,
+    Select,
     Update,
     bindparam,
     exists,
@@ -202,7 +204,7 @@ def _waiting(now: BindParameter[Any] | None) -> Exists:
     )
 
 
-def _due(status: str, due: Any) -> Any:
+def _due(status: str, due: ColumnElement[bool]) -> Select[tuple[int]]:
     """Rows of one status due for a claim, oldest due first: the order of ``ix_feedback_outbox_due``, so the
     database walks that index and stops at the limit instead of testing and sorting every due row."""
     return (
@@ -215,7 +217,7 @@ def _due(status: str, due: Any) -> Any:
     )
 
 
-def _take(due: Any) -> Update:
+def _take(due: Select[tuple[int]]) -> Update:
     return (
         update(outbox)
         .where(outbox.c.id.in_(due.scalar_subquery()))
