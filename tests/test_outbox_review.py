@@ -19,9 +19,10 @@ from conftest import register, runtime
 from feedback_bridge import CredentialsError, DeliveryStatus, RetryableDeliveryError
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
+from feedback_bridge.maintenance import purge_older_than
 from feedback_bridge.models import FeedbackState
 from feedback_bridge.providers import DeliveryContext
-from feedback_bridge.schema import events, metadata, outbox
+from feedback_bridge.schema import events, messages, metadata, outbox
 from feedback_bridge.worker import Worker, WorkerSettings
 from support import RecordingAdapter
 from support import event as make_event
@@ -496,3 +497,33 @@ def test_an_amendment_of_a_rating_cannot_deliver_another_value(event_app) -> Non
     deliver_all(app)
     assert [r["event"]["value"] for r in ev.sent] == [2]
     assert state_of(app).rating == 2
+
+
+def test_pg_feedback_on_an_old_answer_while_a_retention_purge_takes_it_does_not_deadlock(make_app, pg_url) -> None:
+    """Ingest locks the (message, user) state, then key-shares the message (the event's foreign key); the purge
+    used to lock the message first, then wait for its states: PostgreSQL aborted one of the two."""
+    app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
+    token = register(app)
+    post(app, make_event("thumbs_up", token))  # the state row exists
+    engine = runtime(app).engine
+    long_ago = datetime.now(timezone.utc) - timedelta(days=100)
+    with fdb.write(engine) as conn:  # an answer and its feedback from long ago: the purge takes both
+        conn.execute(messages.update().values(created_at=long_ago))
+        conn.execute(events.update().values(received_at=long_ago))
+    late = make_event("thumbs_down", token)
+    pause = PauseAt(engine, lambda statement, _: statement.startswith("INSERT INTO feedback_events"), when="before")
+    watcher = create_engine(pg_url)
+    purger = fdb.make_engine(pg_url)
+    try:
+        with in_thread(lambda: post(app, late)) as voting:
+            assert pause.reached.wait(30)  # the vote holds its state row, its event not inserted yet
+            with in_thread(lambda: purge_older_than(purger, datetime.now(timezone.utc) - timedelta(days=90))) as purge:
+                wait_for(lambda: lock_waiters(watcher) >= 1)  # the purge waits for the vote's state row
+                pause.release.set()
+    finally:
+        pause.remove()
+        watcher.dispose()
+        purger.dispose()
+    assert voting["result"]["accepted"] == 1
+    assert purge["result"]["events"] == 1 and purge["result"]["messages"] == 0  # the answer has feedback again
+    assert state_of(app).vote == "down"

@@ -274,14 +274,22 @@ def purge_older_than(engine: Engine, cutoff: datetime, *, batch_size: int = PAGE
     orphan = (messages.c.created_at < cutoff) & ~exists().where(events.c.message_pk == messages.c.id)
     while True:
         with db.write(engine) as conn:
-            # FOR UPDATE (PostgreSQL) keeps a concurrent ingest from adding an event to a message
-            # between choosing it and deleting it; SQLite's write transaction already excludes that.
             pks = conn.execute(
                 select(messages.c.id).where(orphan).order_by(messages.c.id).limit(batch_size)
-                .with_for_update(of=messages)
             ).scalars().all()
             if not pks:
                 break
+            # PostgreSQL: lock as ingest does, the states first (in ingest's order), then the messages. Ingest locks
+            # a state, then key-shares its message for the event's foreign key; a purge that locked the message
+            # first and then waited for the state deadlocked with it. FOR UPDATE of the messages keeps an ingest
+            # from adding an event between the re-check below and the deletes; SQLite's write lock excludes both.
+            conn.execute(
+                select(states.c.message_pk).where(states.c.message_pk.in_(pks))
+                .order_by(states.c.message_pk, states.c.user_id).with_for_update(of=states)
+            ).all()
+            pks = conn.execute(
+                select(messages.c.id).where(messages.c.id.in_(pks) & orphan).with_for_update(of=messages)
+            ).scalars().all()
             # Re-checked in each statement: a message that got an event meanwhile is left alone as a whole.
             _add(report, _delete_messages(conn, messages.c.id.in_(pks) & orphan))
             daily.forget(conn, through=cutoff)
