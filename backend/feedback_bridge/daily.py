@@ -56,8 +56,9 @@ def count_range(conn: Connection, start: datetime, end: datetime) -> dict[str, i
         "copies": _kind("copy_output", None) & received,
         **{f"reason:{r}": (events.c.reason == r) & received for r in REASONS},
     }
-    columns = [_count(events, condition).label(key) for key, condition in where.items()]
-    columns.append(_count(messages, (messages.c.created_at >= start) & (messages.c.created_at < end)).label("answers"))
+    columns = [count_of(events, condition).label(key) for key, condition in where.items()]
+    answers = (messages.c.created_at >= start) & (messages.c.created_at < end)
+    columns.append(count_of(messages, answers).label("answers"))
     return dict(conn.execute(select(*columns)).mappings().one())
 
 
@@ -112,5 +113,6 @@ def _kind(kind: str, value: int | None) -> ColumnElement[bool]:
     return (events.c.type == kind) & (events.c.value.is_(None) if value is None else events.c.value == value)
 
 
-def _count(table: Any, where: ColumnElement[bool]) -> Any:
+def count_of(table: Any, where: ColumnElement[bool]) -> Any:
+    """``SELECT count(*) FROM table WHERE where`` as a scalar subquery, to put many in one SELECT."""
     return select(func.count()).select_from(table).where(where).scalar_subquery()

@@ -14,7 +14,7 @@ from . import outbox
 from .models import Delivery, Event, FeedbackState
 from .providers import DeliveryContext, Skip
 from .schema import events, states
-from .store import SELECT_MESSAGES, STATE_COLUMNS, message_from_row, row_to_event
+from .store import SELECT_MESSAGES, STATE_COLUMNS, message_from_row, row_to_event, state_from_row
 
 _select_states = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]).where(
     tuple_(states.c.message_pk, states.c.user_id).in_(bindparam("keys", expanding=True))
@@ -35,7 +35,7 @@ def load_contexts(conn: Connection, deliveries: Sequence[Delivery], now: datetim
     state_keys = sorted({(d.message_pk, d.user_id) for d in live if d.kind == "state"})
     state_of: dict[tuple[int, str], FeedbackState] = {}
     if state_keys:
-        state_of = {(r["message_pk"], r["user_id"]): FeedbackState(**{n: r[n] for n in STATE_COLUMNS})
+        state_of = {(r["message_pk"], r["user_id"]): state_from_row(r)
                     for r in conn.execute(_select_states, {"keys": state_keys}).mappings()}
     last = outbox.last_delivered_requests(conn, [d for d in live if d.kind == "state"])
     event_pks = sorted({d.event_pk for d in live if d.kind != "state" and d.event_pk is not None})

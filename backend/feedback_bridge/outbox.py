@@ -281,9 +281,11 @@ _finish_row = update(outbox).where(
 )
 
 
-def finish_many(
-    conn: Connection, outcomes: list[tuple[Delivery, DeliveryStatus, dict[str, Any]]], *, now: datetime
-) -> list[Delivery]:
+# A delivery, how it ended, and what to record (``finish``'s keyword arguments).
+Outcome = tuple[Delivery, DeliveryStatus, dict[str, Any]]
+
+
+def finish_many(conn: Connection, outcomes: list[Outcome], *, now: datetime) -> list[Delivery]:
     """Record the outcomes of a pass as ``finish`` would one by one (``values``: its keyword arguments), with
     one read and an executemany per shape of values. Returns the deliveries whose lease was lost (not written)."""
     kept: set[int] = set()

@@ -182,8 +182,7 @@ def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[in
     rows = conn.execute(_lock_state(conn), [
         {"message_pk": pk, "user_id": user, "copy_count": 0} for pk, user in keys
     ]).mappings().all()
-    found = {(row["message_pk"], row["user_id"]): FeedbackState(**{n: row[n] for n in STATE_COLUMNS})
-             for row in rows}
+    found = {(row["message_pk"], row["user_id"]): state_from_row(row) for row in rows}
     return {key: found[key] for key in keys}
 
 
@@ -243,6 +242,11 @@ def row_to_event(row: RowMapping) -> Event:
         reason=row["reason"], comment=row["comment"], text=row["text"], amends=row["amends"],
         occurred_at=row["occurred_at"],
     )
+
+
+def state_from_row(row: RowMapping) -> FeedbackState:
+    """The state held in a row's ``STATE_COLUMNS`` (the row may carry others, such as its key)."""
+    return FeedbackState(**{name: row[name] for name in STATE_COLUMNS})
 
 
 def message_from_row(row: RowMapping) -> Message:

@@ -12,19 +12,16 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from sqlalchemy import Engine
 
 from . import db, delivery_reads, outbox
 from .exceptions import CredentialsError, DeliveryError, PermanentDeliveryError, RetryableDeliveryError
 from .models import Delivery, DeliveryStatus
+from .outbox import Outcome
 from .providers import ProviderAdapter, Skip
 
 logger = logging.getLogger(__name__)
-
-# A delivery, how it ended, and what to record (``outbox.finish``'s keyword arguments).
-Outcome = tuple[Delivery, DeliveryStatus, dict[str, Any]]
 
 
 def utcnow() -> datetime:
@@ -199,7 +196,7 @@ class Worker:
         free = self.settings.concurrency - len(running)
         enqueued = self._enqueued.is_set()
         self._enqueued.clear()
-        if running and (free < max(1, self.settings.concurrency // 4)
+        if running and (free < self._batch
                         or not (recorded or self._more_due or enqueued or polled)):
             return self.settings.poll_seconds
         claimed, prepared = self._claim(free, self.clock())
@@ -217,12 +214,17 @@ class Worker:
             done = wait(running).done
         else:
             done = {future for future in running if future.done()}
-            if not now and len(done) < min(max(1, self.settings.concurrency // 4), len(running)):
+            if not now and len(done) < min(self._batch, len(running)):
                 return 0
         running -= done
         if done:
             self._record([future.result() for future in done])
         return len(done)
+
+    @property
+    def _batch(self) -> int:
+        """How many finished sends are recorded, and free slots claimed for, at once: a quarter of the slots."""
+        return max(1, self.settings.concurrency // 4)
 
     def _idle_seconds(self) -> float:
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from .. import daily, db, maintenance
 from ..models import REASONS, DeliveryStatus
@@ -114,7 +114,7 @@ def overview(engine: Engine, since: datetime, until: datetime, *, now: datetime 
 def _live_counts(conn: Connection, since: datetime, until: datetime, names: list[str]) -> dict[str, int]:
     """What changes after its day: answers first copied in the window (a copy carries the browser's time, and may
     arrive days later), and delivery health, in one statement."""
-    statement = {"copied": _count(states, (states.c.copied_at >= since) & (states.c.copied_at < until))}
+    statement = {"copied": daily.count_of(states, (states.c.copied_at >= since) & (states.c.copied_at < until))}
     recent = until - RECENT
     for name in names:
         for status in STATUSES:
@@ -122,7 +122,7 @@ def _live_counts(conn: Connection, since: datetime, until: datetime, names: list
             where = (outbox.c.provider == name) & (outbox.c.status == status)
             if status in FINISHED:
                 where &= (outbox.c.created_at >= recent) & (outbox.c.created_at < until)
-            statement[f"health:{name}:{status}"] = _count(outbox, where)
+            statement[f"health:{name}:{status}"] = daily.count_of(outbox, where)
     row = conn.execute(select(*[query.label(f"c{i}") for i, query in enumerate(statement.values())])).one()
     return dict(zip(statement, row, strict=True))
 
@@ -146,10 +146,6 @@ def _days(since: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
         result.append((max(first, since), min(following, until)))
         first = following
     return result
-
-
-def _count(table: Any, where: ColumnElement[bool]) -> Any:
-    return select(func.count()).select_from(table).where(where).scalar_subquery()
 
 
 def providers(engine: Engine) -> list[str]:
