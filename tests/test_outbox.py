@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import event as sa_event
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from conftest import register, runtime
 from feedback_bridge import (
@@ -16,11 +17,13 @@ from feedback_bridge import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     Skip,
+    delivery_reads,
 )
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
+from feedback_bridge.models import Delivery
 from feedback_bridge.providers import DeliveryContext, ProviderAdapter
-from feedback_bridge.schema import outbox
+from feedback_bridge.schema import messages, outbox, states
 from feedback_bridge.worker import Worker, WorkerSettings, backoff_delay
 from support import RecordingAdapter, event
 
@@ -371,6 +374,75 @@ def test_a_claim_walks_the_due_index_instead_of_sorting_the_backlog(make_app, sq
         for sql, params in claims:
             plan = " / ".join(row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params))
             assert "ix_feedback_outbox_due" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_reading_a_pass_seeks_its_rows_instead_of_reading_every_state_and_delivery(make_app, sqlite_url):
+    """The states and the last delivered requests of a pass were read with row-value IN lists, which SQLite
+    answers by reading every state and every delivered row: each claim's cost grew with all history."""
+    app = make_app(FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec"), "ev": RecordingAdapter("ev", mode="event")})
+    engine = runtime(app).engine
+    post(app, event("thumbs_up", register(app, "m-1")), event("thumbs_down", register(app, "m-2")))
+    now = datetime.now(timezone.utc) + timedelta(minutes=1)
+    with fdb.write(engine) as conn:  # two of each: a list of one is an equality, which any plan seeks on
+        claimed = ob.claim(conn, owner="a", providers=["rec", "ev"], limit=4, now=now, lease_seconds=60)
+    assert sorted(d.kind for d in claimed) == ["event", "event", "state", "state"]
+    statements: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", capture)
+    with fdb.read(engine) as conn:
+        prepared = delivery_reads.load_contexts(conn, claimed, now)
+    sa_event.remove(engine, "before_cursor_execute", capture)
+    assert not any(isinstance(p, Exception) for p in prepared)
+    assert len(statements) >= 4
+    with fdb.read(engine) as conn:
+        for sql, params in statements:
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)]
+            assert not [step for step in plan if step.startswith("SCAN feedback_")], (sql, plan)
+
+
+def test_the_workers_reads_cost_the_same_however_much_history_and_backlog_the_store_holds(make_app, sqlite_url):
+    """Counted in SQLite VM steps, at 40 and at 2,000 answers (each with a state, a delivered request and a
+    pending delivery due later): reading a pass's contexts and an idle worker's next due time. The first grew
+    with the store before: a row-value IN read every state and every delivered row (37 times the steps here)."""
+    engine = runtime(make_app(FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})).engine
+    now = datetime.now(timezone.utc)
+
+    def grow_to(n: int, have: int) -> None:
+        with fdb.write(engine) as conn:
+            conn.execute(insert(messages), [{"id": i, "conversation_id": "c", "message_id": f"m-{i}", "user_id": "u",
+                                             "refs": {}, "created_at": now} for i in range(have + 1, n + 1)])
+            conn.execute(insert(states), [{"message_pk": i, "user_id": "u", "vote": "up", "copy_count": 0}
+                                          for i in range(have + 1, n + 1)])
+            row = {"provider": "rec", "kind": "state", "user_id": "u", "attempts": 0, "created_at": now,
+                   "updated_at": now}
+            conn.execute(insert(outbox), [
+                {**row, "message_pk": i, "status": "delivered", "request": {"vote": "up"}, "delivered_at": now,
+                 "next_attempt_at": now} for i in range(have + 1, n + 1)
+            ] + [{**row, "message_pk": i, "status": "pending", "request": None, "delivered_at": None,
+                  "next_attempt_at": now + timedelta(hours=1, seconds=i)} for i in range(have + 1, n + 1)])
+
+    def steps() -> tuple[int, int]:
+        passes = [Delivery(pk=0, provider="rec", kind="state", message_pk=pk, user_id="u", event_pk=None, attempts=0)
+                  for pk in (1, 2)]
+        counted = Counter()
+        reads = {"contexts": lambda conn: delivery_reads.load_contexts(conn, passes, now),
+                 "next due": lambda conn: ob.next_due(conn, ["rec"])}
+        for name, read in reads.items():
+            with fdb.read(engine) as conn:
+                driver = conn.connection.dbapi_connection
+                driver.set_progress_handler(lambda name=name: counted.update([name]), 1)  # returns None: go on
+                read(conn)
+                driver.set_progress_handler(None, 1)
+        return counted["contexts"], counted["next due"]
+
+    grow_to(40, 0)
+    small = steps()
+    grow_to(2000, 40)
+    large = steps()
+    assert large[0] < 1.5 * small[0] and large[1] < 1.5 * small[1], (small, large)
 
 
 def test_reclaim_on_start_puts_expired_in_flight_rows_back(state_app):

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, tuple_
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import NoResultFound
 
 from . import outbox
@@ -16,8 +16,9 @@ from .providers import DeliveryContext, Skip
 from .schema import events, states
 from .store import SELECT_MESSAGES, STATE_COLUMNS, message_from_row, row_to_event, state_from_row
 
+# By message, the primary key's first column: a row-value IN of (message, user) pairs made SQLite read every state.
 _select_states = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]).where(
-    tuple_(states.c.message_pk, states.c.user_id).in_(bindparam("keys", expanding=True))
+    states.c.message_pk.in_(bindparam("pks", expanding=True))
 )
 _select_events = select(events).where(events.c.id.in_(bindparam("pks", expanding=True)))
 _select_amendments = select(events).where(events.c.amends.in_(bindparam("ids", expanding=True))).order_by(events.c.id)
@@ -32,11 +33,11 @@ def load_contexts(conn: Connection, deliveries: Sequence[Delivery], now: datetim
     pks = sorted({d.message_pk for d in deliveries})
     found = {row["id"]: message_from_row(row) for row in conn.execute(SELECT_MESSAGES, {"pks": pks}).mappings()}
     live = [d for d in deliveries if d.message_pk in found]
-    state_keys = sorted({(d.message_pk, d.user_id) for d in live if d.kind == "state"})
+    state_keys = {(d.message_pk, d.user_id) for d in live if d.kind == "state"}
     state_of: dict[tuple[int, str], FeedbackState] = {}
     if state_keys:
-        state_of = {(r["message_pk"], r["user_id"]): state_from_row(r)
-                    for r in conn.execute(_select_states, {"keys": state_keys}).mappings()}
+        rows = conn.execute(_select_states, {"pks": sorted({pk for pk, _ in state_keys})}).mappings()
+        state_of = {key: state_from_row(r) for r in rows if (key := (r["message_pk"], r["user_id"])) in state_keys}
     last = outbox.last_delivered_requests(conn, [d for d in live if d.kind == "state"])
     event_pks = sorted({d.event_pk for d in live if d.kind != "state" and d.event_pk is not None})
     event_of: dict[int, Event] = {}

@@ -25,7 +25,6 @@ from sqlalchemy import (
     insert,
     or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.orm import aliased
@@ -323,6 +322,8 @@ def reclaim_expired(conn: Connection, now: datetime) -> int:
     return result.rowcount
 
 
+# Narrowed by provider and message, which ``ix_feedback_outbox_key_status`` seeks on; the caller keeps its keys.
+# A row-value IN of whole keys is not an index search in SQLite: it read every delivered row, at every claim.
 _ranked_delivered = select(
     outbox.c.provider, outbox.c.message_pk, outbox.c.user_id, outbox.c.request,
     func.row_number().over(
@@ -330,7 +331,8 @@ _ranked_delivered = select(
         order_by=(outbox.c.delivered_at.desc(), outbox.c.id.desc()),
     ).label("rank"),
 ).where(
-    tuple_(outbox.c.provider, outbox.c.message_pk, outbox.c.user_id).in_(bindparam("l_keys", expanding=True))
+    outbox.c.provider.in_(bindparam("l_providers", expanding=True))
+    & outbox.c.message_pk.in_(bindparam("l_pks", expanding=True))
     & (outbox.c.status == DELIVERED) & (outbox.c.kind == "state")
 ).subquery()
 _last_delivered = select(
@@ -344,10 +346,12 @@ def last_delivered_requests(
 ) -> dict[tuple[str, int, str], dict[str, Any] | None]:
     """The request last delivered for each state delivery's (provider, message_pk, user_id), with one statement
     (a state that maps to the same request again is skipped)."""
-    keys = sorted({(d.provider, d.message_pk, d.user_id) for d in deliveries})
+    keys = {(d.provider, d.message_pk, d.user_id) for d in deliveries}
     if not keys:
         return {}
-    return {(r.provider, r.message_pk, r.user_id): r.request for r in conn.execute(_last_delivered, {"l_keys": keys})}
+    params = {"l_providers": sorted({k[0] for k in keys}), "l_pks": sorted({k[1] for k in keys})}
+    rows = conn.execute(_last_delivered, params)
+    return {key: r.request for r in rows if (key := (r.provider, r.message_pk, r.user_id)) in keys}
 
 
 def retry_failed(
