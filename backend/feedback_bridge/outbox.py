@@ -20,6 +20,7 @@ from sqlalchemy import (
     Select,
     Update,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -324,21 +325,22 @@ def reclaim_expired(conn: Connection, now: datetime) -> int:
 
 # Narrowed by provider and message, which ``ix_feedback_outbox_key_status`` seeks on; the caller keeps its keys.
 # A row-value IN of whole keys is not an index search in SQLite: it read every delivered row, at every claim.
+# "Delivered" ranks first and is tested outside: as a condition inside, a PostgreSQL planner whose statistics
+# predate the deliveries (none delivered yet) walked ix_feedback_outbox_due's delivered rows, all of them.
 _ranked_delivered = select(
-    outbox.c.provider, outbox.c.message_pk, outbox.c.user_id, outbox.c.request,
+    outbox.c.provider, outbox.c.message_pk, outbox.c.user_id, outbox.c.request, outbox.c.status,
     func.row_number().over(
         partition_by=(outbox.c.provider, outbox.c.message_pk, outbox.c.user_id),
-        order_by=(outbox.c.delivered_at.desc(), outbox.c.id.desc()),
+        order_by=(case((outbox.c.status == DELIVERED, 0), else_=1), outbox.c.delivered_at.desc(), outbox.c.id.desc()),
     ).label("rank"),
 ).where(
     outbox.c.provider.in_(bindparam("l_providers", expanding=True))
-    & outbox.c.message_pk.in_(bindparam("l_pks", expanding=True))
-    & (outbox.c.status == DELIVERED) & (outbox.c.kind == "state")
+    & outbox.c.message_pk.in_(bindparam("l_pks", expanding=True)) & (outbox.c.kind == "state")
 ).subquery()
 _last_delivered = select(
     _ranked_delivered.c.provider, _ranked_delivered.c.message_pk, _ranked_delivered.c.user_id,
     _ranked_delivered.c.request,
-).where(_ranked_delivered.c.rank == 1)
+).where((_ranked_delivered.c.rank == 1) & (_ranked_delivered.c.status == DELIVERED))
 
 
 def last_delivered_requests(
