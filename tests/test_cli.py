@@ -199,6 +199,24 @@ def test_retry_by_provider_then_id_then_all(dead_letters):
     assert len(a.sent) == len(b.sent) == 2
 
 
+def test_retry_skips_a_dead_vote_a_later_delivered_vote_replaced_and_says_so(make_app, database_url):
+    rec = RecordingAdapter("rec", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec})
+    token = register(app)
+    rec.fail_next(PermanentDeliveryError("400 bad request"))
+    post(app, event("thumbs_up", token))
+    runtime(app).worker.drain()
+    post(app, event("thumbs_down", token))
+    runtime(app).worker.drain()
+
+    result = cli(app, "retry", "--all")
+
+    assert result.exit_code == 0
+    assert result.stdout == ("Moved 0 failed deliveries back to pending.\nSkipped 1 stale vote: a later vote was "
+                             "delivered since, and sending the old one after it would undo it.\n")
+    assert [r["status"] for r in outbox_rows(app)] == ["skipped", "delivered"]
+
+
 def test_retry_warns_about_a_provider_that_is_not_configured(dead_letters):
     app, _, _ = dead_letters
     result = cli(app, "retry", "--provider", "nebuly")

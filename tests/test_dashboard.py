@@ -18,11 +18,12 @@ from flask.testing import FlaskClient
 from markupsafe import escape
 from sqlalchemy import select, update
 
-from conftest import runtime
-from feedback_bridge import db
+from conftest import register, runtime
+from feedback_bridge import PermanentDeliveryError, db
 from feedback_bridge.dashboard import queries
 from feedback_bridge.schema import events, messages, outbox, states
 from feedback_bridge.seed import seed_store
+from support import RecordingAdapter, event, outbox_rows, post_events
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
 BASE = "/feedback/dashboard"
@@ -255,6 +256,27 @@ def test_retry_a_dead_letter_with_a_valid_csrf_token(seeded):
     assert response.headers["Location"] == f"{BASE}/feedback?status=failed&retried=1"
     assert status_of(seeded, pk) == ("pending", 0)
     assert "Moved 1 dead letter back to pending." in c.get(response.headers["Location"]).get_data(as_text=True)
+
+
+def test_retry_says_which_dead_letters_it_skipped_as_stale(make_app, database_url):
+    rec = RecordingAdapter("rec", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_DASHBOARD_USERS={"admin": "s3cret pass"},
+                   FEEDBACK_PROVIDERS={"rec": rec})
+    token = register(app)
+    rec.fail_next(PermanentDeliveryError("400 bad request"))
+    post_events(app, event("thumbs_up", token))
+    runtime(app).worker.drain()
+    post_events(app, event("thumbs_down", token))  # delivered: the old thumb, sent now, would replace it
+    runtime(app).worker.drain()
+    c = client(app)
+
+    response = c.post(f"{BASE}/deliveries/retry", data={"csrf_token": form_token(c, f"{BASE}/"), "provider": "rec"})
+
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{BASE}/feedback?retried=0&stale=1"
+    page = c.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Moved 0 dead letters back to pending. Skipped 1 stale vote: a later vote was delivered since" in page
+    assert [r["status"] for r in outbox_rows(app)] == ["skipped", "delivered"]
 
 
 @pytest.mark.parametrize("attack", ["no token", "forged token", "other browser", "cross-site", "other origin"])

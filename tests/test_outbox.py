@@ -251,8 +251,8 @@ def test_permanent_and_credential_errors_become_dead_letters_and_can_be_retried(
     assert row["response"] == exc.response
     assert row["request"]["state"]["vote"] == "up", "the exact request is kept for the operator"
     with fdb.write(runtime(app).engine) as conn:
-        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="other") == 0
-        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="rec") == 1
+        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="other") == (0, 0)
+        assert ob.retry_failed(conn, datetime.now(timezone.utc), provider="rec") == (1, 0)
     runtime(app).worker.drain()
     assert [r["status"] for r in rows(app)] == ["delivered"]
     assert len(rec.sent) == 1

@@ -448,12 +448,61 @@ def test_reviving_several_dead_letters_of_one_state_sends_it_once(make_app, data
         worker.drain()
     assert [r["status"] for r in outbox_rows(app)] == ["failed"] * 3
     with fdb.write(runtime(app).engine) as conn:
-        assert ob.retry_failed(conn, datetime.now(timezone.utc)) == 3  # the operator fixed the credentials
+        assert ob.retry_failed(conn, datetime.now(timezone.utc)) == (3, 0)  # the operator fixed the credentials
     assert worker.run_once() == 1, "revived rows of one state are sent one after the other, not side by side"
     worker.drain()
     assert [r["state"]["vote"] for r in rec.sent] == ["up"]
     assert [(r["status"], r["last_error"]) for r in outbox_rows(app)] == [
         ("delivered", None)] + [("skipped", "Unchanged since the last delivery.")] * 2
+
+
+@pytest.mark.parametrize(("dead", "later", "revived"), [
+    ("thumbs_up", "thumbs_down", False),  # the newer thumb would be replaced by the old one
+    ("thumbs_up", "retract", False),  # the vote the user took back would come back
+    ("rating", "rating", False),
+    ("retract", "thumbs_down", False),  # the retract would clear the newer vote
+    ("retract", "rating", False),
+    ("rating", "thumbs_down", True),  # a thumb and a rating are separate answers: both stand
+    ("thumbs_up", "rating", True),
+])
+def test_retrying_a_dead_vote_never_sends_it_after_a_later_vote_it_would_undo(
+    make_app, database_url, dead, later, revived
+) -> None:
+    rec = RecordingAdapter("rec", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec})
+    worker, token = runtime(app).worker, register(app)
+    values = {"rating": {"value": 2}}
+    first = make_event(dead, token, **values.get(dead, {}))
+    post(app, first)
+    rec.fail_next(CredentialsError("AccessDeniedException"))
+    worker.drain()
+    second = make_event(later, token, **values.get(later, {}))
+    post(app, second)
+    worker.drain()
+    assert [r["status"] for r in outbox_rows(app)] == ["failed", "delivered"]
+
+    with fdb.write(runtime(app).engine) as conn:
+        assert ob.retry_failed(conn, datetime.now(timezone.utc)) == ((1, 0) if revived else (0, 1))
+    worker.drain()
+    assert [e[1] for e in sent_events(rec)] == ([second["id"], first["id"]] if revived else [second["id"]])
+    dead_row = outbox_rows(app)[0]
+    assert (dead_row["status"], dead_row["last_error"]) == (
+        ("delivered", None) if revived else ("skipped", ob.RETRY_STALE))
+
+
+def test_a_retried_dead_vote_goes_before_a_later_vote_not_sent_yet(make_app, database_url) -> None:
+    rec = RecordingAdapter("rec", mode="event")
+    app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": rec})
+    worker, token = runtime(app).worker, register(app)
+    up, down = make_event("thumbs_up", token), make_event("thumbs_down", token)
+    post(app, up)
+    rec.fail_next(CredentialsError("AccessDeniedException"))
+    worker.drain()
+    post(app, down)  # pending: the worker has not run since
+    with fdb.write(runtime(app).engine) as conn:
+        assert ob.retry_failed(conn, datetime.now(timezone.utc)) == (1, 0)
+    worker.drain()
+    assert [e[1] for e in sent_events(rec)] == [up["id"], down["id"]], "the provider ends with the later vote"
 
 
 def test_the_health_check_does_not_queue_for_sqlites_write_lock(make_app, sqlite_url) -> None:

@@ -227,8 +227,11 @@ def retry_command(provider: str | None, ids: tuple[int, ...], all_: bool) -> Non
     if provider and provider not in runtime.adapters:
         click.echo(f"Warning: provider {provider!r} is not configured here; its rows stay pending.", err=True)
     with db.write(runtime.engine) as conn:
-        n = outbox.retry_failed(conn, runtime.now(), provider=provider, ids=list(ids) or None)
+        n, stale = outbox.retry_failed(conn, runtime.now(), provider=provider, ids=list(ids) or None)
     click.echo(f"Moved {n} failed {'delivery' if n == 1 else 'deliveries'} back to pending.")
+    if stale:
+        click.echo(f"Skipped {stale} stale {'vote' if stale == 1 else 'votes'}: a later vote was delivered "
+                   "since, and sending the old one after it would undo it.")
 
 
 # -- export ----------------------------------------------------------------------------------------

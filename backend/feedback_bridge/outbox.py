@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BindParameter,
@@ -43,6 +43,7 @@ SUPERSEDED = "Superseded by a later vote inside the settle window."
 MERGED = "Merged into the pending vote it amends."
 STALE_AMENDMENT = "The amended vote was replaced or retracted since."
 COALESCED = "Coalesced into the pending delivery of this feedback state"
+RETRY_STALE = "Not retried: a later vote was delivered since, and this one, sent after it, would undo it."
 
 # Which earlier pending votes a new vote replaces, for "event" providers. A retract is never replaced by
 # a vote: it clears the thumb and the rating, a later vote restores only one of them.
@@ -52,6 +53,10 @@ _SUPERSEDES = {
     EventType.RATING: ("rating",),
     EventType.RETRACT: ("thumbs_up", "thumbs_down", "rating", "retract"),
 }
+# The later votes that make a dead letter of each kind stale: those that replace it, and for a retract any
+# vote at all (it would clear that vote too, not only the ones it was given to clear).
+_LATER_REPLACING = {old: [new for new, replaces in _SUPERSEDES.items() if str(old) in replaces] for old in _SUPERSEDES}
+_LATER_REPLACING[EventType.RETRACT] = list(_SUPERSEDES)
 
 
 _insert_row = insert(outbox)
@@ -356,21 +361,42 @@ def last_delivered_requests(
     return {key: r.request for r in rows if (key := (r.provider, r.message_pk, r.user_id)) in keys}
 
 
+class Retried(NamedTuple):
+    revived: int  # back to pending
+    stale: int  # skipped instead: a later vote was delivered, and this one would undo it
+
+
 def retry_failed(
     conn: Connection, now: datetime, *, provider: str | None = None, ids: list[int] | None = None
-) -> int:
-    """Dead letters back to pending with a fresh attempt budget."""
+) -> Retried:
+    """Dead letters back to pending with a fresh attempt budget, except the votes an event provider has
+    since been sent a later answer to: sent now, after it, the old vote would replace the newer one."""
     where = outbox.c.status == FAILED
     if provider:
         where &= outbox.c.provider == provider
     if ids:
         where &= outbox.c.id.in_(ids)
-    result = conn.execute(
-        update(outbox).where(where).values(
-            status=PENDING, attempts=0, next_attempt_at=now, last_error=None, updated_at=now
-        )
+    stale = conn.execute(update(outbox).where(where & _undoes_a_later_delivery()).values(
+        status=SKIPPED, last_error=RETRY_STALE, updated_at=now
+    )).rowcount
+    revived = conn.execute(update(outbox).where(where).values(
+        status=PENDING, attempts=0, next_attempt_at=now, last_error=None, updated_at=now
+    )).rowcount
+    return Retried(revived, stale)
+
+
+def _undoes_a_later_delivery() -> ColumnElement[bool]:
+    """An event row of a vote (or its amendment, or a retract) with a later vote of its (provider, message,
+    user) delivered or being sent, one that replaces it (``_SUPERSEDES``) or that a retract would clear."""
+    later, mine, theirs = aliased(outbox), aliased(events), aliased(events)
+    replaced = or_(*((mine.c.type == str(old)) & theirs.c.type.in_([str(new) for new in newer])
+                     for old, newer in _LATER_REPLACING.items()))
+    return (outbox.c.kind == "event") & exists().where(
+        (later.c.provider == outbox.c.provider) & (later.c.message_pk == outbox.c.message_pk)
+        & (later.c.user_id == outbox.c.user_id) & (later.c.kind == "event") & (later.c.id > outbox.c.id)
+        & later.c.status.in_((DELIVERED, IN_FLIGHT))
+        & (mine.c.id == outbox.c.event_pk) & (theirs.c.id == later.c.event_pk) & replaced
     )
-    return result.rowcount
 
 
 def counts(conn: Connection) -> dict[str, dict[str, int]]:

@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 # What the list keeps in its links (filters), and what a link to the next page adds.
+RETRY_COUNTS = ("retried", "stale")  # query parameters the retry's redirect adds for its notice
 FILTER_KEYS = ("days", "since", "until", "vote", "rating", "reason", "provider", "status", "user", "conversation")
 
 
@@ -88,7 +89,7 @@ def create_dashboard_blueprint(runtime: Runtime) -> Blueprint:
         data = queries.overview(runtime.engine, now - timedelta(days=days), now)
         return render_template("feedback_bridge/dashboard/overview.html", data=data, days=days,
                                windows=filters.WINDOWS, charts=_overview_charts(data), now=now,
-                               csrf_token=_csrf_token(), retried=request.args.get("retried", ""), **_common())
+                               csrf_token=_csrf_token(), **_retried(), **_common())
 
     @bp.get("/feedback")
     def feedback_list() -> Response | str:
@@ -99,8 +100,7 @@ def create_dashboard_blueprint(runtime: Runtime) -> Blueprint:
         return render_template(
             "feedback_bridge/dashboard/list.html", page=page, args=kept, providers=_providers(),
             next_url=url_for(".feedback_list", **kept, before=page.next_cursor) if page.next_cursor else None,
-            export_query=urlencode(kept), csrf_token=_csrf_token(), retried=request.args.get("retried", ""),
-            **_common(),
+            export_query=urlencode(kept), csrf_token=_csrf_token(), **_retried(), **_common(),
         )
 
     @bp.get("/export")
@@ -133,12 +133,12 @@ def create_dashboard_blueprint(runtime: Runtime) -> Blueprint:
         if bool(ids) == bool(provider) or (ids and not ids.isdigit()):
             return error(400, {"id": ["Give either the id of a delivery or a provider."]})
         with db.write(runtime.engine) as conn:
-            moved = outbox.retry_failed(conn, runtime.now(), provider=provider or None,
-                                        ids=[int(ids)] if ids else None)
-        logger.info("Dashboard user %r moved %d dead letters back to pending (%s)", g.dashboard_admin, moved,
-                    f"delivery {ids}" if ids else f"provider {provider}")
+            moved, stale = outbox.retry_failed(conn, runtime.now(), provider=provider or None,
+                                               ids=[int(ids)] if ids else None)
+        logger.info("Dashboard user %r moved %d dead letters back to pending, skipped %d stale ones (%s)",
+                    g.dashboard_admin, moved, stale, f"delivery {ids}" if ids else f"provider {provider}")
         runtime.worker.wake()
-        return redirect(_back(request.form.get("next"), moved), 303)
+        return redirect(_back(request.form.get("next"), moved, stale), 303)
 
     def _params() -> dict[str, Any]:
         try:
@@ -160,13 +160,19 @@ def create_dashboard_blueprint(runtime: Runtime) -> Blueprint:
     def _providers() -> list[str]:
         return sorted(set(runtime.adapters) | set(queries.providers(runtime.engine)))
 
-    def _back(target: str | None, moved: int) -> str:
-        """Where the form came from, if that is a dashboard page (never an open redirect), with the count."""
+    def _back(target: str | None, moved: int, stale: int) -> str:
+        """Where the form came from, if that is a dashboard page (never an open redirect), with the counts."""
         parts = urlsplit(target or "")
         if parts.scheme or parts.netloc or not parts.path.startswith(f"{bp.url_prefix}/"):
             parts = urlsplit(url_for(".feedback_list"))
-        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "retried"] + [("retried", str(moved))]
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k not in RETRY_COUNTS] + [("retried", str(moved))]
+        if stale:
+            query.append(("stale", str(stale)))
         return f"{parts.path}?{urlencode(query)}"
+
+    def _retried() -> dict[str, str]:
+        """The counts of the retry that redirected here, for its notice."""
+        return {key: request.args.get(key, "") for key in RETRY_COUNTS}
 
     return bp
 
