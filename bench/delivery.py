@@ -30,11 +30,12 @@ from typing import Any
 
 import psutil
 from flask import Flask
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 from statistics_refresh import analyze
 
 from feedback_bridge import FeedbackBridge, db, outbox
 from feedback_bridge.schema import metadata
+from feedback_bridge.schema import outbox as outbox_table
 from feedback_bridge.worker import Worker, WorkerSettings
 
 
@@ -99,6 +100,16 @@ def counts(app: Flask) -> dict[str, int]:
     return {status: sum(c[status] for c in per_provider.values()) for status in next(iter(per_provider.values()))}
 
 
+def unfinished(app: Flask) -> bool:
+    """Whether a row is still pending or in flight: one seek on the due index. ``counts`` reads the whole
+    outbox (15 ms at 40,000 rows on PostgreSQL), five times a second, in the worker's own process."""
+    runtime = app.extensions["feedback_bridge"]
+    with db.read(runtime.engine) as conn:
+        return conn.execute(
+            select(outbox_table.c.id).where(outbox_table.c.status.in_(["pending", "in_flight"])).limit(1)
+        ).first() is not None
+
+
 def cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
@@ -126,7 +137,7 @@ def one_round(args: argparse.Namespace, providers: dict[str, Any], pipe: Connect
     cpu_before, emulator_cpu_before = cpu_seconds(me), cpu_seconds(emulators)
     start = time.perf_counter()
     worker.start()
-    while (now := counts(app))["pending"] + now["in_flight"]:
+    while unfinished(app):
         time.sleep(0.2)  # polling the database from outside, as an operator would; not a synchronisation
     elapsed = time.perf_counter() - start
     cpu, emulator_cpu = cpu_seconds(me) - cpu_before, cpu_seconds(emulators) - emulator_cpu_before
