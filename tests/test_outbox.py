@@ -319,6 +319,35 @@ def test_a_worker_that_lost_its_lease_cannot_overwrite_the_new_owner(state_app):
     assert row["status"] == "delivered" and row["last_error"] is None
 
 
+def test_the_worker_records_finished_sends_and_claims_the_next_in_one_commit(state_app, monkeypatch):
+    app, _ = state_app
+    post(app, event("thumbs_up", register(app, "m-1")), event("thumbs_down", register(app, "m-2")))
+    clock = Clock()
+    worker = make_worker(app, clock, concurrency=1)
+    claimed, prepared = worker._claim(1, clock.now)
+    outcomes = [worker._deliver(d, p) for d, p in zip(claimed, prepared, strict=True)]
+    commits = []
+
+    def count(conn: Any) -> None:
+        commits.append(conn)
+
+    sa_event.listen(runtime(app).engine, "commit", count)
+    claimed, _ = worker._record_and_claim(outcomes, 1, clock.now)
+    sa_event.remove(runtime(app).engine, "commit", count)
+    assert len(claimed) == 1
+    assert len(commits) == 2, "one write (the outcomes and the claim) and one read (the claimed rows' contexts)"
+    assert [r["status"] for r in rows(app)] == ["delivered", "in_flight"]
+
+    def claim_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the claim failed")
+
+    outcomes = [(claimed[0], DeliveryStatus.DELIVERED, {"request": {"vote": "down"}, "response": {}})]
+    monkeypatch.setattr(ob, "claim", claim_fails)
+    with pytest.raises(RuntimeError, match="the claim failed"):
+        worker._record_and_claim(outcomes, 1, clock.now)
+    assert [r["status"] for r in rows(app)] == ["delivered", "delivered"], "the sends are recorded all the same"
+
+
 def test_a_row_is_not_claimed_while_an_older_one_of_the_same_key_is_in_flight(state_app):
     app, _ = state_app
     token = register(app)

@@ -81,15 +81,27 @@ class Worker:
         return len(claimed)
 
     def _claim(self, limit: int, now: datetime) -> tuple[list[Delivery], list[delivery_reads.Prepared]]:
-        """Claim up to ``limit`` due rows and read what mapping them needs: one read for all of them (per
-        delivery, statements and transactions were most of the worker's CPU). No more than free sending slots
-        are claimed: a row claimed to wait behind slow sends would spend its lease waiting, and be sent again
-        by another worker when that lease runs out."""
-        with db.write(self.engine) as conn:
-            claimed = outbox.claim(
-                conn, owner=self.owner, providers=list(self.adapters), limit=limit, now=now,
-                lease_seconds=self.settings.lease_seconds,
-            )
+        return self._record_and_claim([], limit, now)
+
+    def _record_and_claim(
+        self, outcomes: list[Outcome], limit: int, now: datetime
+    ) -> tuple[list[Delivery], list[delivery_reads.Prepared]]:
+        """Record finished sends and claim up to ``limit`` due rows in one write transaction (each commit waits
+        for the disk: ~4 ms on PostgreSQL here, twice a batch before), then read what mapping them needs, with
+        one read for all of them. No more than free sending slots are claimed: a row claimed to wait behind slow
+        sends would spend its lease waiting, and be sent again by another worker when that lease runs out."""
+        try:
+            with db.write(self.engine) as conn:
+                lost = outbox.finish_many(conn, outcomes, now=self.clock()) if outcomes else []
+                claimed = outbox.claim(
+                    conn, owner=self.owner, providers=list(self.adapters), limit=limit, now=now,
+                    lease_seconds=self.settings.lease_seconds,
+                )
+        except Exception:
+            if outcomes:  # whatever failed in the claim, the sends are recorded
+                self._record(outcomes)
+            raise
+        _warn_lost(lost)
         if not claimed:
             return [], []
         try:
@@ -101,9 +113,7 @@ class Worker:
     def _record(self, outcomes: list[Outcome]) -> None:
         """The outcomes of many sends, in one transaction."""
         with db.write(self.engine) as conn:
-            lost = outbox.finish_many(conn, outcomes, now=self.clock())
-        for delivery in lost:
-            logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk, delivery.provider)
+            _warn_lost(outbox.finish_many(conn, outcomes, now=self.clock()))
 
     def drain(self, now: datetime | None = None) -> int:
         """Run passes until nothing is due at ``now``."""
@@ -183,7 +193,8 @@ class Worker:
                 polled = not self._wake.wait(seconds)
         finally:
             try:
-                self._collect(running, finish=True)  # the sends in progress are recorded, not left leased
+                if running:  # the sends in progress are recorded, not left leased
+                    self._record([future.result() for future in wait(running).done])
             finally:
                 self._loop_done.set()
 
@@ -192,14 +203,16 @@ class Worker:
         With sends running, it claims only for a batch of free slots, and only when more may be due: the last
         claim was full, sends were just recorded (rows waiting for them may follow), rows were enqueued, or
         the wait timed out (rows may have come due)."""
-        recorded = self._collect(running, finish=False, now=polled)
+        outcomes = self._finished(running, now=polled)
         free = self.settings.concurrency - len(running)
         enqueued = self._enqueued.is_set()
         self._enqueued.clear()
         if running and (free < self._batch
-                        or not (recorded or self._more_due or enqueued or polled)):
+                        or not (outcomes or self._more_due or enqueued or polled)):
+            if outcomes:
+                self._record(outcomes)
             return self.settings.poll_seconds
-        claimed, prepared = self._claim(free, self.clock())
+        claimed, prepared = self._record_and_claim(outcomes, free, self.clock())
         self._more_due = len(claimed) == free
         for delivery, ready in zip(claimed, prepared, strict=True):
             future = self._pool.submit(self._deliver, delivery, ready)
@@ -207,19 +220,14 @@ class Worker:
             running.add(future)
         return self.settings.poll_seconds if running else self._idle_seconds()
 
-    def _collect(self, running: set[Future[Outcome]], *, finish: bool, now: bool = False) -> int:
-        """Record the finished sends once a batch of them (or all) are done, whatever their number when ``now``
-        (a poll interval passed), all of them after they finish when ``finish``; returns how many."""
-        if finish:
-            done = wait(running).done
-        else:
-            done = {future for future in running if future.done()}
-            if not now and len(done) < min(self._batch, len(running)):
-                return 0
+    def _finished(self, running: set[Future[Outcome]], *, now: bool) -> list[Outcome]:
+        """The outcomes of finished sends (taken out of ``running``) once a batch of them are done, whatever
+        their number when ``now`` (a poll interval passed)."""
+        done = {future for future in running if future.done()}
+        if not now and len(done) < min(self._batch, len(running)):
+            return []
         running -= done
-        if done:
-            self._record([future.result() for future in done])
-        return len(done)
+        return [future.result() for future in done]
 
     @property
     def _batch(self) -> int:
@@ -247,3 +255,8 @@ class Worker:
         self._wake.set()
         self._loop_done.wait(self.settings.lease_seconds)
         self._pool.shutdown(wait=True)
+
+
+def _warn_lost(lost: list[Delivery]) -> None:
+    for delivery in lost:
+        logger.warning("Lost the lease on delivery %s to %s before finishing it", delivery.pk, delivery.provider)
