@@ -127,13 +127,16 @@ def test_a_copy_of_the_answer_sends_the_first_copy_time_with_the_known_usefulnes
     app = qb_app()
     token = register(app, refs=REFS)
     first = datetime.now(timezone.utc) - timedelta(minutes=5)
-    deliver(app, event("thumbs_up", token, occurred_at=(first - timedelta(minutes=1)).isoformat()))
+    voted = first - timedelta(minutes=1)
+    deliver(app, event("thumbs_up", token, occurred_at=voted.isoformat()))
     deliver(app, event("copy_output", token, text="Open Settings", occurred_at=first.isoformat()))
     deliver(app, event("copy_output", token, text="Security", occurred_at=(first + timedelta(minutes=1)).isoformat()))
     calls = wire(emulator)
     assert "messageCopiedAt" not in calls[0]["body"]
     assert [c["body"]["messageCopiedAt"] for c in calls[1:]] == [epoch(first)] * (len(calls) - 1)
     assert all(c["body"]["messageUsefulness"]["usefulness"] == "USEFUL" for c in calls)
+    assert [c["body"]["messageUsefulness"]["submittedAt"] for c in calls] == [epoch(voted)] * len(calls), (
+        "a copy does not move the time the verdict was given")
 
 
 def test_a_copy_without_a_vote_sends_only_the_copy_time(qb_app, emulator):

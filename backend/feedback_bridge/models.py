@@ -90,7 +90,7 @@ class FeedbackState:
     comment: str | None = None
     copied_at: datetime | None = None
     copy_count: int = 0
-    updated_at: datetime | None = None
+    updated_at: datetime | None = None  # when the vote, rating, reason or comment last changed (copies: copied_at)
 
     def as_public_dict(self) -> dict[str, Any]:
         return {
@@ -129,9 +129,8 @@ def apply_event(state: FeedbackState, event: Event) -> FeedbackState:
     if kind is EventType.RETRACT:
         return replace(state, vote=None, vote_event_id=None, rating=None, reason=None, comment=None, updated_at=at)
     if kind is EventType.COPY_OUTPUT:
-        return replace(
-            state, copied_at=state.copied_at or at, copy_count=state.copy_count + 1, updated_at=at,
-        )
+        # Not ``updated_at``: a copy says nothing of the verdict, whose time Q Business records (submittedAt).
+        return replace(state, copied_at=state.copied_at or at, copy_count=state.copy_count + 1)
     return state  # copy_input and paste say nothing about the answer itself
 
 
