@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import time
 
 import pytest
@@ -105,3 +107,34 @@ def test_reset_releases_a_hung_request_and_never_records_it(emulator: EchoEmulat
     requests.post(f"{emulator.url}/echo", json={"n": "next"}, timeout=5)
     assert [c.json() for c in emulator.wait_for(1, accepted=False)] == [{"n": "next"}]
     assert [c.json() for c in emulator.calls] == [{"n": "next"}]
+
+
+def post_on(connection: http.client.HTTPConnection, body: dict, headers: dict | None = None
+            ) -> http.client.HTTPResponse:
+    connection.request("POST", "/echo", json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+    response = connection.getresponse()
+    response.read()
+    return response
+
+
+def test_a_client_keeps_its_connection_across_requests_as_with_the_real_apis(emulator: EchoEmulator):
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=5)
+    first = post_on(connection, {"n": 1})
+    sock = connection.sock
+    responses = [first] + [post_on(connection, {"n": n}) for n in (2, 3)]
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert not any(r.will_close for r in responses) and connection.sock is sock, "one connection for all three"
+    assert [c.json() for c in emulator.received] == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+    closing = post_on(connection, {"n": 4}, {"Connection": "close"})
+    assert closing.status == 200 and closing.getheader("Connection") == "close" and closing.will_close
+    connection.close()
+
+
+def test_stopping_ends_the_connections_clients_kept(emulator: EchoEmulator):
+    connection = http.client.HTTPConnection(emulator.host, emulator.port, timeout=5)
+    assert post_on(connection, {"n": 1}).status == 200
+    emulator.stop()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        post_on(connection, {"n": 2})  # not answered by a server that is gone
+    assert len(emulator.received) == 1

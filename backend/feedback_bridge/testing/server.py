@@ -57,10 +57,53 @@ class _Faults:
 
 
 class _KeepAliveHandler(WSGIRequestHandler):
-    """HTTP/1.1, so clients keep their connections as they do with the real APIs (werkzeug's default, HTTP/1.0,
-    closes each one: a benchmark would measure TCP set-up instead of the client)."""
+    """HTTP/1.1 with connections kept open, as the real APIs keep them: otherwise every call opens a TCP
+    connection and a server thread, and a benchmark measures that instead of the client.
+
+    werkzeug's development server closes every connection (``Connection: close``) because after each response it
+    drains what is left of the request body, and on a kept connection that read would run into the next request
+    and block. The emulators' apps read every body whole, so nothing is left to drain: the drain is skipped."""
 
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # Headers and body go out in separate writes: on a kept connection Nagle's algorithm would hold the body
+        # back until the client's delayed ACK, 40 ms a request.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.open_connections.add(self.connection)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.open_connections.discard(self.connection)  # type: ignore[attr-defined]
+        super().finish()
+
+    def send_header(self, keyword: str, value: str) -> None:
+        if keyword.lower() == "connection" and value.lower() == "close" and not self.close_connection:
+            return  # werkzeug's, on every response; said (and done) only when the client asked to close
+        super().send_header(keyword, value)
+
+    def run_wsgi(self) -> None:
+        stream = self.rfile
+        self.rfile = _NoDrain(stream)  # type: ignore[assignment]
+        try:
+            super().run_wsgi()
+        finally:
+            self.rfile = stream
+
+
+class _NoDrain:
+    """The request stream, except for werkzeug's after-response drain (one read of 10 MB), which finds nothing."""
+
+    DRAIN = 10_000_000
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def read(self, size: int = -1) -> bytes:
+        return b"" if size >= self.DRAIN else self._stream.read(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class EmulatorServer:
@@ -100,6 +143,7 @@ class EmulatorServer:
     def start(self) -> EmulatorServer:
         self._release = threading.Event()
         self._server = make_server(self.host, self.port, self.app, threaded=True, request_handler=_KeepAliveHandler)
+        self._server.open_connections = set()  # type: ignore[attr-defined]
         self.port = self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{self.name}-emulator", daemon=True
@@ -112,6 +156,9 @@ class EmulatorServer:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            for connection in list(self._server.open_connections):  # type: ignore[attr-defined]
+                with contextlib.suppress(OSError):  # kept connections end with the server, as a real one's would
+                    connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(10)
         self._server = self._thread = None
