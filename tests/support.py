@@ -14,7 +14,8 @@ from typing import Any
 import itsdangerous.timed
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import Engine, select
+from sqlalchemy import event as sa_event
 
 from feedback_bridge import ProviderAdapter, RetryableDeliveryError
 from feedback_bridge import db as fdb
@@ -105,6 +106,22 @@ def clock_shifted(seconds: float) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(itsdangerous.timed, "time", ShiftedClock)
         yield
+
+
+@contextmanager
+def statements_run(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
+    """The SQL ``engine`` sends while the block runs, as ``(statement, parameters)``; for executemany, the
+    parameters are the list of sets."""
+    run: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        run.append((statement, parameters))
+
+    sa_event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield run
+    finally:
+        sa_event.remove(engine, "before_cursor_execute", record)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -15,15 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate as validate_openapi
 from sqlalchemy import create_engine, func, select
-from sqlalchemy.event import listen as event_listen
-from sqlalchemy.event import remove as event_remove
 
 from conftest import register, runtime
 from feedback_bridge import widget_asset
 from feedback_bridge.models import REASONS, EventType
 from feedback_bridge.schema import events, outbox, states
 from feedback_bridge.schemas import MAX_COMMENT, MAX_EVENTS, MAX_TEXT
-from support import RecordingAdapter, event, new_id
+from support import RecordingAdapter, event, new_id, statements_run
 
 EVENTS = "/feedback/events"
 STATE = "/feedback/state"
@@ -840,19 +838,10 @@ def test_a_batch_over_several_answers_reads_their_messages_once(make_app, databa
     app = make_app(FEEDBACK_DATABASE_URL=database_url)
     tokens = [register(app, message_id=f"m-{n}", user_id=f"u{n % 2}@example.com") for n in range(5)]
     forged = tokens[0][:-2] + ("AA" if not tokens[0].endswith("AA") else "BB")
-    reads: list[str] = []
-
-    def record(conn, cursor, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "feedback_messages" in statement:
-            reads.append(statement)
-
-    engine = runtime(app).engine
-    event_listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_run(runtime(app).engine) as run:
         response = post(app.test_client(), *[event("thumbs_up", t) for t in tokens], event("thumbs_down", forged),
                         event("thumbs_down", tokens[1]))
-    finally:
-        event_remove(engine, "before_cursor_execute", record)
+    reads = [sql for sql, _ in run if sql.lstrip().upper().startswith("SELECT") and "feedback_messages" in sql]
     assert [(r["status"], r.get("code")) for r in response.get_json()["results"]] == [
         *[("accepted", None)] * 5, ("rejected", "token_invalid"), ("accepted", None)]
     assert len(reads) == 1, reads

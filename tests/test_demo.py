@@ -13,8 +13,6 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
-from sqlalchemy.event import listen as event_listen
-from sqlalchemy.event import remove as event_remove
 
 from feedback_bridge import db
 from feedback_bridge.__main__ import build_parser, main
@@ -23,7 +21,7 @@ from feedback_bridge.demo_answers import FALLBACKS, TOPICS, pick_answer, words
 from feedback_bridge.exceptions import ConfigurationError
 from feedback_bridge.schema import messages
 from feedback_bridge.testing.local import LocalProviders
-from support import event, outbox_rows, post_events
+from support import event, outbox_rows, post_events, statements_run
 
 TOKEN = re.compile(r'class="assistant-message" data-message-id="([^"]+)" data-feedback-token="([^"]+)"')
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
@@ -152,19 +150,10 @@ def test_a_reload_signs_the_past_answers_tokens_without_writing(demo_app: Flask)
     client = demo_app.test_client()
     ask(client, "How do I connect to the VPN from home?")
     ask(client, "The printer says offline.")
-    writes: list[str] = []
-
-    def record(conn, cursor, statement: str, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("SELECT", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT",
-                                                      "RELEASE", "SET")):
-            writes.append(statement)
-
-    engine = demo_app.extensions["feedback_bridge"].engine
-    event_listen(engine, "before_cursor_execute", record)
-    try:
+    with statements_run(demo_app.extensions["feedback_bridge"].engine) as run:
         shown = turns(client)
-    finally:
-        event_remove(engine, "before_cursor_execute", record)
+    writes = [sql for sql, _ in run if not sql.lstrip().upper().startswith(
+        ("SELECT", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET"))]
     assert len(shown) == 2 and writes == []
     runtime = demo_app.extensions["feedback_bridge"]
     assert [runtime.resolve_token(token)[0].input for _, token in shown] == [

@@ -25,7 +25,7 @@ from feedback_bridge.models import Delivery
 from feedback_bridge.providers import DeliveryContext, ProviderAdapter
 from feedback_bridge.schema import messages, outbox, states
 from feedback_bridge.worker import Worker, WorkerSettings, backoff_delay
-from support import RecordingAdapter, event
+from support import RecordingAdapter, event, statements_run
 
 
 class Clock:
@@ -388,15 +388,8 @@ def test_a_claim_walks_the_due_index_instead_of_sorting_the_backlog(make_app, sq
     SQLite's write lock at a 74,000-row backlog (bench/claim.py). Each case now follows the index's order."""
     app = make_app(FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
     engine = runtime(app).engine
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa_event.listen(engine, "before_cursor_execute", capture)
-    with fdb.write(engine) as conn:
+    with statements_run(engine) as statements, fdb.write(engine) as conn:
         ob.claim(conn, owner="a", providers=["rec"], limit=4, now=datetime.now(timezone.utc), lease_seconds=60)
-    sa_event.remove(engine, "before_cursor_execute", capture)
     claims = [(sql, params) for sql, params in statements if sql.lstrip().startswith("UPDATE")]
     assert len(claims) == 2
     with fdb.read(engine) as conn:
@@ -415,15 +408,8 @@ def test_reading_a_pass_seeks_its_rows_instead_of_reading_every_state_and_delive
     with fdb.write(engine) as conn:  # two of each: a list of one is an equality, which any plan seeks on
         claimed = ob.claim(conn, owner="a", providers=["rec", "ev"], limit=4, now=now, lease_seconds=60)
     assert sorted(d.kind for d in claimed) == ["event", "event", "state", "state"]
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
-    sa_event.listen(engine, "before_cursor_execute", capture)
-    with fdb.read(engine) as conn:
+    with statements_run(engine) as statements, fdb.read(engine) as conn:
         prepared = delivery_reads.load_contexts(conn, claimed, now)
-    sa_event.remove(engine, "before_cursor_execute", capture)
     assert not any(isinstance(p, Exception) for p in prepared)
     assert len(statements) >= 4
     with fdb.read(engine) as conn:
@@ -487,18 +473,12 @@ def test_pg_last_delivered_requests_are_sought_by_key_even_with_statistics_from_
                                        "created_at": now, "updated_at": now} for i in range(1, 2001)])
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.exec_driver_sql("ANALYZE feedback_outbox")
-    statements: list[tuple[str, Any]] = []
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        statements.append((statement, parameters))
-
     with fdb.write(engine) as conn:
         conn.execute(update(outbox).values(status="delivered", delivered_at=now, request={"vote": "up"}))
-        sa_event.listen(engine, "before_cursor_execute", capture)
-        found = ob.last_delivered_requests(conn, [
-            Delivery(pk=0, provider="rec", kind="state", message_pk=pk, user_id="u", event_pk=None, attempts=0)
-            for pk in (7, 8)])
-        sa_event.remove(engine, "before_cursor_execute", capture)
+        with statements_run(engine) as statements:
+            found = ob.last_delivered_requests(conn, [
+                Delivery(pk=0, provider="rec", kind="state", message_pk=pk, user_id="u", event_pk=None, attempts=0)
+                for pk in (7, 8)])
         [(sql, params)] = statements
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
     assert "ix_feedback_outbox_key_status" in plan and "ix_feedback_outbox_due" not in plan, plan

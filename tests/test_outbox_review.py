@@ -24,7 +24,7 @@ from feedback_bridge.models import FeedbackState
 from feedback_bridge.providers import DeliveryContext
 from feedback_bridge.schema import events, messages, metadata, outbox
 from feedback_bridge.worker import Worker, WorkerSettings
-from support import RecordingAdapter
+from support import RecordingAdapter, statements_run
 from support import event as make_event
 
 LATER = timedelta(minutes=1)
@@ -516,19 +516,9 @@ def test_the_health_check_does_not_queue_for_sqlites_write_lock(make_app, sqlite
 def test_a_batch_sharing_one_token_looks_its_message_up_once(make_app, database_url) -> None:
     app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"rec": RecordingAdapter("rec")})
     token = register(app)
-    lookups: list[str] = []
-
-    def count(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
-              executemany: bool) -> None:
-        if statement.startswith("SELECT") and "FROM feedback_messages" in statement:
-            lookups.append(statement)
-
-    engine = runtime(app).engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_run(runtime(app).engine) as run:
         body = post(app, *[make_event("copy_output", token, text=f"part {n}") for n in range(20)])
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    lookups = [sql for sql, _ in run if sql.startswith("SELECT") and "FROM feedback_messages" in sql]
     assert body["accepted"] == 20
     assert len(lookups) == 1, f"{len(lookups)} look-ups of one message for one batch"
 

@@ -163,7 +163,7 @@ outbox = Table(
     Index("ix_feedback_outbox_health", "provider", "status", "created_at"),  # the dashboard's delivery health
 )
 
-# The dashboard's overview counts of closed UTC days (dashboard/daily.py): a day's events and answers never change
+# The dashboard's overview counts of closed UTC days (daily.py): a day's events and answers never change
 # once the day is over, except by a purge, which empties this table.
 daily_counts = Table(
     "feedback_daily_counts",

@@ -73,7 +73,8 @@ class Store:
 
     def get_message(self, pk: int) -> Message | None:
         with self._read_one() as conn:
-            return load_message(conn, pk)
+            row = conn.execute(_select_message, {"pk": pk}).mappings().first()
+        return message_from_row(row) if row else None
 
     def get_messages(self, pks: Sequence[int]) -> dict[int, Message]:
         """The messages of these row ids that exist, with one read."""
@@ -93,7 +94,8 @@ class Store:
 
     def get_state(self, message_pk: int, user_id: str) -> FeedbackState:
         with self._read_one() as conn:
-            return load_state(conn, message_pk, user_id)
+            row = conn.execute(_select_state, {"key_pk": message_pk, "key_user": user_id}).mappings().first()
+        return FeedbackState(**row) if row else FeedbackState()
 
     # -- ingest ------------------------------------------------------------------------------------
 
@@ -149,11 +151,6 @@ _find_message = select(messages).where(
 )
 
 
-def load_message(conn: Connection, pk: int) -> Message | None:
-    row = conn.execute(_select_message, {"pk": pk}).mappings().first()
-    return message_from_row(row) if row else None
-
-
 _STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
 _select_state = select(*[states.c[name] for name in STATE_COLUMNS]).where(_STATE_KEY)
 _update_state = update(states).where(_STATE_KEY)
@@ -169,11 +166,6 @@ _insert_events_returning = db.prepared(
 _select_amended = select(
     events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends
 ).where(events.c.event_id == bindparam("amends"))
-
-
-def load_state(conn: Connection, message_pk: int, user_id: str) -> FeedbackState:
-    row = conn.execute(_select_state, {"key_pk": message_pk, "key_user": user_id}).mappings().first()
-    return FeedbackState(**row) if row else FeedbackState()
 
 
 def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], FeedbackState]:
