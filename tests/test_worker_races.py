@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,10 +18,11 @@ from sqlalchemy import select
 
 from conftest import register, runtime
 from feedback_bridge import db as fdb
+from feedback_bridge import outbox as foutbox
 from feedback_bridge.schema import outbox
 from feedback_bridge.testing import NebulyEmulator
 from feedback_bridge.worker import Worker, WorkerSettings
-from support import RecordingAdapter, event
+from support import RecordingAdapter, event, post_events
 
 
 def wait_for(condition, timeout: float = 30.0, interval: float = 0.02) -> None:
@@ -154,6 +156,75 @@ def test_stopping_a_running_worker_finishes_the_pass_it_is_in(make_app, sqlite_u
         assert conn.execute(select(outbox.c.status)).scalars().all() == ["delivered"]
 
 
+class HeldSends(RecordingAdapter):
+    """Holds every send until released one at a time, and counts how many are held at once."""
+
+    def __init__(self) -> None:
+        super().__init__("held")
+        self.permits = threading.Semaphore(0)
+        self.held = 0
+        self.most_held = 0
+
+    def send(self, request):
+        with self._lock:
+            self.held += 1
+            self.most_held = max(self.most_held, self.held)
+        try:
+            assert self.permits.acquire(timeout=30), "a send was never released"
+            return super().send(request)
+        finally:
+            with self._lock:
+                self.held -= 1
+
+
+def statuses(app) -> list[tuple[str, int, str | None]]:
+    with fdb.read(runtime(app).engine) as conn:
+        rows = conn.execute(select(outbox.c.status, outbox.c.attempts, outbox.c.lease_owner).order_by(outbox.c.id))
+        return [tuple(r) for r in rows]
+
+
+def test_a_worker_claims_ahead_of_its_slots_but_never_sends_more_than_its_concurrency(make_app):
+    held = HeldSends()
+    app = make_app(FEEDBACK_PROVIDERS={"held": held})
+    for i in range(8):
+        post_events(app, event("thumbs_up", register(app, message_id=f"m-{i}")))
+    worker = Worker(runtime(app).engine, {"held": held}, WorkerSettings(concurrency=2))  # batch 1, 2 ahead
+    worker.start()
+    try:
+        wait_for(lambda: [s for s, _, _ in statuses(app)].count("in_flight") == 4)  # 2 sending, 2 ready
+        assert held.held == 2
+        for _ in range(8):
+            held.permits.release()
+        wait_for(lambda: all(s == "delivered" for s, _, _ in statuses(app)))
+    finally:
+        for _ in range(8):
+            held.permits.release()
+        worker.stop()
+    assert held.most_held == 2
+    assert sorted(r["message_id"] for r in held.sent) == [f"m-{i}" for i in range(8)]
+    assert {a for _, a, _ in statuses(app)} == {1}
+
+
+def test_a_stopping_worker_gives_back_the_rows_it_claimed_ahead_without_counting_an_attempt(make_app):
+    held = HeldSends()
+    app = make_app(FEEDBACK_PROVIDERS={"held": held})
+    for i in range(6):
+        post_events(app, event("thumbs_up", register(app, message_id=f"m-{i}")))
+    worker = Worker(runtime(app).engine, {"held": held}, WorkerSettings(concurrency=2))
+    worker.start()
+    wait_for(lambda: [s for s, _, _ in statuses(app)].count("in_flight") == 4)
+    stopper = threading.Thread(target=worker.stop)
+    stopper.start()
+    wait_for(worker._stop.is_set)
+    held.permits.release()
+    held.permits.release()  # the two sends in progress end; the slots take no ready row
+    stopper.join(30)
+    assert not stopper.is_alive()
+    rows = statuses(app)
+    assert [r[:2] for r in rows if r[0] == "delivered"] == [("delivered", 1)] * 2
+    assert [r for r in rows if r[0] != "delivered"] == [("pending", 0, None)] * 4
+    assert len(held.sent) == 2
+
 WORKER_APP = textwrap.dedent("""
     import os
     from flask import Flask
@@ -217,3 +288,15 @@ def test_a_worker_process_killed_mid_send_leaves_its_delivery_to_the_next_worker
         assert (row["status"], row["attempts"]) == ("delivered", 2)
         assert row["delivered_at"] >= held["lease_until"], "the second worker waited for the first one's lease"
         assert len(nebuly.received) == 1
+
+
+def test_release_gives_back_only_rows_still_under_the_callers_lease(make_app):
+    app = make_app(FEEDBACK_PROVIDERS={"held": HeldSends()})
+    for i in range(2):
+        post_events(app, event("thumbs_up", register(app, message_id=f"m-{i}")))
+    engine, now = runtime(app).engine, datetime.now(timezone.utc) + timedelta(minutes=1)
+    with fdb.write(engine) as conn:
+        ours, theirs = foutbox.claim(conn, owner="us", providers=["held"], limit=2, now=now, lease_seconds=60)
+        stolen = dataclasses.replace(theirs, lease_owner="someone else")  # its lease passed to another worker
+        assert foutbox.release(conn, [ours, stolen], now=now) == 1
+    assert statuses(app) == [("pending", 0, None), ("in_flight", 1, "us")]

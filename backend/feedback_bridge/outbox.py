@@ -328,6 +328,25 @@ def reclaim_expired(conn: Connection, now: datetime) -> int:
     return result.rowcount
 
 
+def release(conn: Connection, deliveries: list[Delivery], *, now: datetime) -> int:
+    """Give claimed rows that were never sent back to pending, their claim not counted as an attempt (a worker
+    stopping with rows it had claimed ahead). Rows whose lease was lost are left alone."""
+    if not deliveries:
+        return 0
+    by_owner: dict[str | None, list[int]] = {}
+    for delivery in deliveries:
+        by_owner.setdefault(delivery.lease_owner, []).append(delivery.pk)
+    released = 0
+    for owner, pks in by_owner.items():
+        released += conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(pks) & (outbox.c.status == IN_FLIGHT) & (outbox.c.lease_owner == owner))
+            .values(status=PENDING, lease_owner=None, lease_until=None, attempts=outbox.c.attempts - 1,
+                    updated_at=now)
+        ).rowcount
+    return released
+
+
 # Narrowed by provider and message, which ``ix_feedback_outbox_key_status`` seeks on; the caller keeps its keys.
 # A row-value IN of whole keys is not an index search in SQLite: it read every delivered row, at every claim.
 # "Delivered" ranks first and is tested outside: as a condition inside, a PostgreSQL planner whose statistics

@@ -8,6 +8,7 @@ import random
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -66,6 +67,11 @@ class Worker:
         self._loop_done = threading.Event()  # clear while run_forever is inside its loop
         self._loop_done.set()
         self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="feedback-delivery")
+        self._lock = threading.Lock()  # guards the three below, shared by the loop and the sending slots
+        self._ready: deque[tuple[Delivery, delivery_reads.Prepared]] = deque()  # claimed, waiting for a slot
+        self._outcomes: list[Outcome] = []  # finished sends not recorded yet
+        self._busy = 0  # slots sending
+        self._slots: set[Future[None]] = set()
         self._random = random.Random()
 
     # -- one pass ----------------------------------------------------------------------------------
@@ -176,63 +182,106 @@ class Worker:
         self._wake.set()
 
     def run_forever(self) -> None:
-        """Keep up to ``concurrency`` sends going: as sends finish, record them and claim more, a batch at a
-        time (a quarter of the slots), rather than waiting for the slowest send of each pass."""
+        """Keep ``concurrency`` sends going. A slot that finishes a send starts the next claimed row at once
+        (``_slot``); this loop records finished sends and claims more, a batch at a time (a quarter of the
+        slots), so the database round trips of a claim are not between one send and the next."""
         self._loop_done.clear()
-        running: set[Future[Outcome]] = set()
         try:
             self.reclaim()
             polled = True
             while not self._stop.is_set():
                 self._wake.clear()  # before the step: a wake() or a send finishing during it ends the wait below
                 try:
-                    seconds = self._step(running, polled)
+                    seconds = self._step(polled)
                 except Exception:  # the database may be briefly unreachable; keep going
                     logger.exception("Delivery pass failed; retrying in %.1fs", self.settings.poll_seconds)
                     seconds = self._idle_seconds()
                 polled = not self._wake.wait(seconds)
         finally:
-            try:
-                if running:  # the sends in progress are recorded, not left leased
-                    self._record([future.result() for future in wait(running).done])
+            try:  # the sends in progress are recorded and the rows not started given back, not left leased
+                with self._lock:
+                    slots = set(self._slots)
+                wait(slots)
+                self._finish_up()
             finally:
                 self._loop_done.set()
 
-    def _step(self, running: set[Future[Outcome]], polled: bool) -> float:
-        """Record finished sends, fill free slots; returns how long to wait (a finishing send ends it early).
-        With sends running, it claims only for a batch of free slots, and only when more may be due: the last
-        claim was full, sends were just recorded (rows waiting for them may follow), rows were enqueued, or
-        the wait timed out (rows may have come due)."""
-        outcomes = self._finished(running, now=polled)
-        free = self.settings.concurrency - len(running)
+    def _step(self, polled: bool) -> float:
+        """Record finished sends and claim rows for the free slots and the ready queue; returns how long to
+        wait (a finishing send ends it early). With slots busy, it claims only for a batch, and only when more
+        may be due: the last claim was full, sends were just recorded (rows waiting for them may follow), rows
+        were enqueued, or the wait timed out (rows may have come due)."""
         enqueued = self._enqueued.is_set()
         self._enqueued.clear()
-        if running and (free < self._batch
-                        or not (outcomes or self._more_due or enqueued or polled)):
-            if outcomes:
-                self._record(outcomes)
+        with self._lock:
+            busy, ready, finished = self._busy, len(self._ready), len(self._outcomes)
+        wanted = self.settings.concurrency + self._prefetch - busy - ready
+        if busy and not (wanted >= self._batch and (finished or self._more_due or enqueued or polled)):
+            if finished >= self._batch or (polled and finished):
+                self._record(self._take_outcomes())
             return self.settings.poll_seconds
-        claimed, prepared = self._record_and_claim(outcomes, free, self.clock())
-        self._more_due = len(claimed) == free
-        for delivery, ready in zip(claimed, prepared, strict=True):
-            future = self._pool.submit(self._deliver, delivery, ready)
-            future.add_done_callback(lambda _: self._wake.set())
-            running.add(future)
-        return self.settings.poll_seconds if running else self._idle_seconds()
+        claimed, prepared = self._record_and_claim(self._take_outcomes(), wanted, self.clock())
+        self._more_due = len(claimed) == wanted
+        self._dispatch(list(zip(claimed, prepared, strict=True)))
+        return self.settings.poll_seconds if busy or claimed else self._idle_seconds()
 
-    def _finished(self, running: set[Future[Outcome]], *, now: bool) -> list[Outcome]:
-        """The outcomes of finished sends (taken out of ``running``) once a batch of them are done, whatever
-        their number when ``now`` (a poll interval passed)."""
-        done = {future for future in running if future.done()}
-        if not now and len(done) < min(self._batch, len(running)):
-            return []
-        running -= done
-        return [future.result() for future in done]
+    def _dispatch(self, rows: list[tuple[Delivery, delivery_reads.Prepared]]) -> None:
+        """Start claimed rows in free slots; the rest wait in the ready queue for a slot to finish."""
+        with self._lock:
+            self._ready.extend(rows)
+            starting = [self._ready.popleft() for _ in range(min(len(self._ready),
+                                                                 self.settings.concurrency - self._busy))]
+            self._busy += len(starting)
+        for delivery, prepared in starting:
+            future = self._pool.submit(self._slot, delivery, prepared)
+            with self._lock:
+                self._slots.add(future)
+            future.add_done_callback(self._slot_ended)
+
+    def _slot(self, delivery: Delivery, prepared: delivery_reads.Prepared) -> None:
+        """One sending slot: deliver, then the next ready row, until none is left (or the worker stops)."""
+        row: tuple[Delivery, delivery_reads.Prepared] | None = (delivery, prepared)
+        while row is not None:
+            outcome = self._deliver(*row)
+            with self._lock:
+                self._outcomes.append(outcome)
+                row = self._ready.popleft() if self._ready and not self._stop.is_set() else None
+                if row is None:
+                    self._busy -= 1
+            self._wake.set()
+
+    def _slot_ended(self, future: Future[None]) -> None:
+        with self._lock:
+            self._slots.discard(future)
+
+    def _take_outcomes(self) -> list[Outcome]:
+        with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+        return outcomes
+
+    def _finish_up(self) -> None:
+        """On stopping: record the last sends, and give back the claimed rows no slot started."""
+        with self._lock:
+            unsent = [delivery for delivery, _ in self._ready]
+            self._ready.clear()
+        try:
+            if outcomes := self._take_outcomes():
+                self._record(outcomes)
+        finally:
+            if unsent:
+                with db.write(self.engine) as conn:
+                    outbox.release(conn, unsent, now=self.clock())
 
     @property
     def _batch(self) -> int:
-        """How many finished sends are recorded, and free slots claimed for, at once: a quarter of the slots."""
+        """How many finished sends are recorded, and rows claimed, at once: a quarter of the slots."""
         return max(1, self.settings.concurrency // 4)
+
+    @property
+    def _prefetch(self) -> int:
+        """Claimed rows kept ready beyond the free slots: two batches, so the slots finishing while the next
+        claim is on its way to the database still find one. They wait about half a send, far below a lease."""
+        return 2 * self._batch
 
     def _idle_seconds(self) -> float:
         try:
