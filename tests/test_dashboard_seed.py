@@ -114,3 +114,25 @@ def test_missing_indexes_are_created_for_a_store_made_before_them(database_url):
         assert set(dashboard) <= names
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("now", [NOW, datetime(2026, 11, 22, 3, 0, tzinfo=timezone.utc)],
+                         ids=["weekday", "sunday-night"])
+def test_the_last_hour_of_activity_is_left_pending_whatever_the_time_of_seeding(tmp_path, now):
+    """The demo delivers the seed's backlog on start; a quiet hour must not leave it with nothing to deliver."""
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'x.sqlite3'}")
+    try:
+        seed_store(engine, 2000, now=now, seed=3)
+        with db.read(engine) as conn:
+            newest = conn.execute(select(messages.c.id).order_by(messages.c.created_at.desc()).limit(1)).scalar_one()
+            last = conn.execute(select(messages.c.created_at).where(messages.c.id == newest)).scalar_one()
+            rows = conn.execute(select(outbox)).mappings().all()
+    finally:
+        engine.dispose()
+    last = last.replace(tzinfo=timezone.utc)
+    pending = [r for r in rows if r["status"] == "pending"]
+    assert {r["provider"] for r in rows if r["message_pk"] == newest and r["status"] != "skipped"} <= {
+        r["provider"] for r in pending if r["message_pk"] == newest}
+    assert any(r["provider"] == "nebuly" for r in pending if r["message_pk"] == newest)
+    assert all(last - r["created_at"].replace(tzinfo=timezone.utc) < timedelta(hours=6) for r in pending)
+    assert all(r["next_attempt_at"].replace(tzinfo=timezone.utc) > now for r in pending)

@@ -224,7 +224,7 @@ def test_the_demo_delivers_to_all_four_emulators_without_cloud_credentials(tmp_p
 def test_seeded_deliveries_left_pending_are_delivered_to_the_emulators(tmp_path) -> None:
     app = create_app({"FEEDBACK_WORKER": False}, data_dir=tmp_path / "data")
     try:
-        assert seed(app, 5000) == 5000  # the seed leaves the deliveries of its last hours pending
+        assert seed(app, 5000) == 5000  # the seed leaves its last hour of activity pending
         rows = outbox_rows(app)
         pending = {r["id"]: r["provider"] for r in rows if r["status"] == "pending"}
         failed = {r["id"] for r in rows if r["status"] == "failed"}

@@ -32,6 +32,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_PROVIDERS = ("qbusiness", "qconnect", "moveworks", "nebuly")
 SPAN_DAYS = 84  # twelve weeks of history
 CHUNK = 2000  # messages per transaction
+# Measured back from the newest message, not from now: at night or at a weekend the backlog is still there.
+BACKLOG = timedelta(hours=1)  # still pending: the deliveries of the last hour of activity...
+THROTTLED = timedelta(hours=6)  # ...and, throttled, a few of the hours before
 APPLICATION_ID = "a1b2c3d4-0000-4000-8000-00000000feed"
 ASSISTANT_ID = "5e1f0c3a-7d2b-4c1e-9f3a-2b6d8e0a4c11"
 MOVEWORKS_URL = moveworks.DEFAULT_BASE_URL
@@ -147,8 +150,8 @@ def seed_store(engine: Engine, n: int, *, now: datetime | None = None, seed: int
         for created in times[start:start + CHUNK]:
             plan = next(plans)
             conversation_id, user_id = conversations[rng.randrange(n_conversations)]
-            written += _message_rows(rng, rows, ids, plan, conversation_id, user_id, created, now, providers,
-                                     make_refs)
+            written += _message_rows(rng, rows, ids, plan, conversation_id, user_id, created, now, times[-1],
+                                     providers, make_refs)
         with db.write(engine) as conn:
             for table in (messages, events, states, outbox):
                 _bulk_insert(conn, table, rows[table.name.removeprefix("feedback_")])
@@ -248,7 +251,8 @@ def _refs(rng: random.Random, conversation_id: str, message_id: str) -> dict[str
 
 def _message_rows(rng: random.Random, rows: dict[str, list[dict[str, Any]]], ids: _Counters,
                   plan: list[dict[str, Any]], conversation_id: str, user_id: str, created: datetime,
-                  now: datetime, providers: Sequence[str], make_refs: MakeRefs | None) -> int:
+                  now: datetime, last_activity: datetime, providers: Sequence[str],
+                  make_refs: MakeRefs | None) -> int:
     question, answer = QA[rng.randrange(len(QA))]
     ids.message += 1
     message_id = _new_uuid(rng)
@@ -281,14 +285,15 @@ def _message_rows(rng: random.Random, rows: dict[str, list[dict[str, Any]]], ids
         state = apply_event(state, event)
         for provider in providers:
             rows["outbox"].append(_outbox_row(rng, ids, provider, event, state, rows["messages"][-1], received,
-                                              now))
+                                              now, last_activity))
     rows["states"].append({"message_pk": ids.message, "user_id": user_id,
                            **{f.name: getattr(state, f.name) for f in fields(FeedbackState)}})
     return len(plan)
 
 
 def _outbox_row(rng: random.Random, ids: _Counters, provider: str, event: Event, state: FeedbackState,
-                message: dict[str, Any], received: datetime, now: datetime) -> dict[str, Any]:
+                message: dict[str, Any], received: datetime, now: datetime,
+                last_activity: datetime) -> dict[str, Any]:
     ids.outbox += 1
     row: dict[str, Any] = {
         "id": ids.outbox, "provider": provider, "kind": "event" if provider == "nebuly" else "state",
@@ -301,10 +306,10 @@ def _outbox_row(rng: random.Random, ids: _Counters, provider: str, event: Event,
     except _Skipped as skip:
         return {**row, "status": "skipped", "last_error": skip.reason}
     row["request"] = request
-    age = now - received
+    age = last_activity - received  # negative for the newest message's later events
     roll = rng.random()
-    if age < timedelta(minutes=2) or (age < timedelta(hours=6) and roll < 0.02):
-        error, response = (None, None) if age < timedelta(minutes=2) else _THROTTLED
+    if age < BACKLOG or (age < THROTTLED and roll < 0.05):
+        error, response = (None, None) if age < BACKLOG else _THROTTLED
         attempts = 0 if error is None else rng.randint(2, 6)
         return {**row, "status": "pending", "attempts": attempts, "last_error": error, "response": response,
                 "next_attempt_at": now + timedelta(seconds=rng.randint(5, 300))}
