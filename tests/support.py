@@ -109,6 +109,21 @@ def clock_shifted(seconds: float) -> Iterator[None]:
 
 
 @contextmanager
+def clock_frozen(at: float) -> Iterator[None]:
+    """itsdangerous reads ``at`` (seconds since the epoch) for the tokens it signs and checks, whatever the time:
+    it counts whole seconds, so a test at a token's exact max age must not let the real clock tick past one."""
+
+    class FrozenClock:
+        @staticmethod
+        def time() -> float:
+            return at
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(itsdangerous.timed, "time", FrozenClock)
+        yield
+
+
+@contextmanager
 def statements_run(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
     """The SQL ``engine`` sends while the block runs, as ``(statement, parameters)``; for executemany, the
     parameters are the list of sets."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from itertools import pairwise
 from typing import Any
 
@@ -197,7 +198,7 @@ def test_no_secret_reaches_the_outbox_a_response_or_the_log(make_app, emulators,
             event("thumbs_down", token, comment="bad"), event("copy_output", token, text="x")]}))
         responses.append(client.get("/feedback/state", query_string={"token": token}))
         worker.drain()
-        worker.drain(now=worker.clock().replace(year=worker.clock().year + 1))  # the retries
+        worker.drain(now=worker.clock() + timedelta(days=365))  # the retries (not replace(year=): Feb 29)
     responses += [client.get("/feedback/health"), client.get("/feedback/openapi.json")]
     issued = {c.headers["authorization"].split(" ", 1)[1] for c in mw.calls} - {MW_TOKEN}
     assert len(issued) == 2, "two OAuth access tokens were used: the first and its refresh"

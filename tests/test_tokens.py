@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+import time
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import register, runtime
 from feedback_bridge.exceptions import ConfigurationError, TokenExpired, TokenInvalid, TokenMissing
 from feedback_bridge.schema import events, messages
 from feedback_bridge.tokens import SALT, MessageTokens, TokenClaims, message_key
-from support import clock_shifted, event
+from support import clock_frozen, clock_shifted, event
 
 URL_SAFE = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -433,13 +434,17 @@ def test_a_token_replayed_on_another_deployment_sharing_the_secret_is_refused(ma
 
 def test_a_token_that_worked_is_refused_once_it_expires(make_app) -> None:
     app = make_app(FEEDBACK_TOKEN_MAX_AGE=60)
-    token = register(app)  # issued now; the clock is then moved, never slept on
+    # Issued and checked at set whole seconds: shifted from the running clock, the check "at max age" fell a
+    # second past it whenever a second ticked by in between (3 runs in 1,200).
+    issued = float(int(time.time()))
+    with clock_frozen(issued):
+        token = register(app)
     client = app.test_client()
     vote = event("thumbs_up", token)
     assert post(client, vote).status_code == 200
-    with clock_shifted(60):
+    with clock_frozen(issued + 60):
         assert post(client, event("copy_output", token, text="x")).status_code == 200  # at max age: still valid
-    with clock_shifted(61):
+    with clock_frozen(issued + 61):
         for replay in (event("thumbs_down", token), vote):  # a new event, and the accepted one sent again
             response = post(client, replay)
             assert response.status_code == 401
