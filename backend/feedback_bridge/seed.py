@@ -34,7 +34,7 @@ SPAN_DAYS = 84  # twelve weeks of history
 CHUNK = 2000  # messages per transaction
 # Measured back from the newest message, not from now: at night or at a weekend the backlog is still there.
 BACKLOG = timedelta(hours=1)  # still pending: the deliveries of the last hour of activity...
-THROTTLED = timedelta(hours=6)  # ...and, throttled, a few of the hours before
+THROTTLED_WINDOW = timedelta(hours=6)  # ...and, throttled (_THROTTLED), a few of the hours before
 APPLICATION_ID = "a1b2c3d4-0000-4000-8000-00000000feed"
 ASSISTANT_ID = "5e1f0c3a-7d2b-4c1e-9f3a-2b6d8e0a4c11"
 MOVEWORKS_URL = moveworks.DEFAULT_BASE_URL
@@ -308,7 +308,7 @@ def _outbox_row(rng: random.Random, ids: _Counters, provider: str, event: Event,
     row["request"] = request
     age = last_activity - received  # negative for the newest message's later events
     roll = rng.random()
-    if age < BACKLOG or (age < THROTTLED and roll < 0.05):
+    if age < BACKLOG or (age < THROTTLED_WINDOW and roll < 0.05):
         error, response = (None, None) if age < BACKLOG else _THROTTLED
         attempts = 0 if error is None else rng.randint(2, 6)
         return {**row, "status": "pending", "attempts": attempts, "last_error": error, "response": response,
