@@ -9,6 +9,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import itsdangerous.timed
@@ -97,14 +98,7 @@ def outbox_rows(app: Flask, provider: str | None = None) -> list[dict[str, Any]]
 def clock_shifted(seconds: float) -> Iterator[None]:
     """itsdangerous reads the time for the tokens it signs and checks, shifted by ``seconds``."""
     real_time = time.time
-
-    class ShiftedClock:
-        @staticmethod
-        def time() -> float:
-            return real_time() + seconds
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(itsdangerous.timed, "time", ShiftedClock)
+    with _token_clock(lambda: real_time() + seconds):
         yield
 
 
@@ -112,14 +106,14 @@ def clock_shifted(seconds: float) -> Iterator[None]:
 def clock_frozen(at: float) -> Iterator[None]:
     """itsdangerous reads ``at`` (seconds since the epoch) for the tokens it signs and checks, whatever the time:
     it counts whole seconds, so a test at a token's exact max age must not let the real clock tick past one."""
+    with _token_clock(lambda: at):
+        yield
 
-    class FrozenClock:
-        @staticmethod
-        def time() -> float:
-            return at
 
+@contextmanager
+def _token_clock(read: Callable[[], float]) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(itsdangerous.timed, "time", FrozenClock)
+        mp.setattr(itsdangerous.timed, "time", SimpleNamespace(time=read))
         yield
 
 

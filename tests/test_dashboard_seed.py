@@ -124,8 +124,8 @@ def test_the_last_hour_of_activity_is_left_pending_whatever_the_time_of_seeding(
     try:
         seed_store(engine, 2000, now=now, seed=3)
         with db.read(engine) as conn:
-            newest = conn.execute(select(messages.c.id).order_by(messages.c.created_at.desc()).limit(1)).scalar_one()
-            last = conn.execute(select(messages.c.created_at).where(messages.c.id == newest)).scalar_one()
+            newest, last = conn.execute(select(messages.c.id, messages.c.created_at)
+                                        .order_by(messages.c.created_at.desc()).limit(1)).one()
             rows = conn.execute(select(outbox)).mappings().all()
     finally:
         engine.dispose()
