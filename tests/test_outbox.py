@@ -156,6 +156,46 @@ def test_event_providers_skip_votes_superseded_inside_the_window(make_app, datab
     assert by_event == {"skipped": ob.SUPERSEDED}
 
 
+def test_a_vote_supersedes_in_the_same_steps_however_many_votes_the_answer_had_before(make_app, sqlite_url):
+    """Counted in SQLite VM steps: the statement that skips a vote's superseded pending deliveries, after 10 and
+    after 600 earlier votes of the user on the answer. It read every one of them before (an IN over the key's
+    events): 30 times the steps at 600."""
+    app = make_app(FEEDBACK_PROVIDERS={"ev": RecordingAdapter("ev", mode="event")}, FEEDBACK_SETTLE_SECONDS=60)
+    engine, token = runtime(app).engine, register(app)
+    counted: Counter[str] = Counter()
+
+    def count_supersedes(conn, cursor, statement, *_args) -> None:
+        if statement.startswith("UPDATE feedback_outbox SET status"):
+            conn.connection.dbapi_connection.set_progress_handler(lambda: counted.update(["steps"]), 1)
+
+    def stop_counting(conn, *_args) -> None:
+        conn.connection.dbapi_connection.set_progress_handler(None, 1)
+
+    def steps_of_one_more_vote() -> int:
+        counted.clear()
+        sa_event.listen(engine, "before_cursor_execute", count_supersedes)
+        sa_event.listen(engine, "after_cursor_execute", stop_counting)
+        try:
+            post(app, event("thumbs_up", token))
+        finally:
+            sa_event.remove(engine, "before_cursor_execute", count_supersedes)
+            sa_event.remove(engine, "after_cursor_execute", stop_counting)
+        return counted["steps"]
+
+    def votes(n: int) -> None:
+        for start in range(0, n, 100):
+            post(app, *[event("thumbs_down" if i % 2 else "thumbs_up", token)
+                        for i in range(start, min(n, start + 100))])
+
+    votes(10)
+    few = steps_of_one_more_vote()
+    votes(600)
+    many = steps_of_one_more_vote()
+    assert few > 0
+    assert many < 1.5 * few, (few, many)
+    assert [r["status"] for r in rows(app, "ev")].count("pending") == 1  # it still superseded every earlier one
+
+
 def test_one_batch_over_many_messages_supersedes_and_coalesces_each_message_on_its_own(make_app, database_url):
     ev, st = RecordingAdapter("ev", mode="event"), RecordingAdapter("st")
     app = make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_PROVIDERS={"ev": ev, "st": st},

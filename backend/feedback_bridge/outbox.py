@@ -76,10 +76,12 @@ _vote_replaced = select(exists(select(events.c.id).where(
     & events.c.amends.is_(None) & events.c.type.in_(bindparam("kinds", expanding=True))
     & (events.c.id > _vote_of_amendment)
 )))
+# The pending rows of the key are few; each one's event is found by its primary key. (An IN over the key's
+# events read all of them, every vote ever given on the answer, at every supersede.)
 _supersede_by_kinds = {kinds: update(outbox).where(
     _KEY & (outbox.c.status == PENDING)
-    & outbox.c.event_pk.in_(select(events.c.id).where(
-        (events.c.message_pk == bindparam("k_message")) & (events.c.user_id == bindparam("k_user"))
+    & exists(select(events.c.id).where(
+        (events.c.id == outbox.c.event_pk)
         & or_(*(events.c.type == kind for kind in kinds)) & events.c.amends.is_(None)  # no expanding IN
     ))
 ).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now")) for kinds in _SUPERSEDES.values()}
