@@ -13,6 +13,10 @@ once as an event provider, so every event writes both kinds of outbox rows.
   stored: what is left of ``/feedback/events`` above this is the transaction.
 - ``POST /floor-commit``: ``/floor`` plus one row inserted and committed in the bridge's database, through
   the bridge's engine: the least any endpoint that stores its request durably can cost.
+- ``POST /floor-stored``: ``/floor-checked``, then the rows ingest writes for the benchmarks' events (thumbs up
+  and down, each event of a batch on another answer) written in the bridge's tables, with all their indexes,
+  by the DB-API directly in one transaction. The same rows by the plainest code: none of the bridge's general
+  logic (amendments, ratings, the state read under lock that decides whether a state changed).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 
 from feedback_bridge import FeedbackBridge, db
+from feedback_bridge.outbox import coalesce_key
 from feedback_bridge.schema import Id
 from feedback_bridge.schemas import EventSchema
 
@@ -73,4 +78,70 @@ def create_app() -> Flask:
             conn.execute(insert(floor_rows), {"events": received, "received_at": datetime.now(timezone.utc)})
         return jsonify({"received": received})
 
+    @app.post("/floor-stored")
+    def floor_stored():
+        events = [event_schema.load(event) for event in json.loads(request.get_data())["events"]]
+        resolved = runtime.resolve_tokens(event["token"] for event in events)
+        if any(isinstance(result, Exception) for result in resolved.values()):
+            return jsonify({"error": "a token did not resolve"}), 400
+        with db.write(engine) as conn:
+            _store_directly(conn, [(event, *resolved[event["token"]]) for event in events])
+        return jsonify({"received": len(events)})
+
     return app
+
+
+_INSERT_EVENTS = ("INSERT INTO feedback_events (event_id, message_pk, user_id, type, occurred_at, received_at) "
+                  "VALUES {values} RETURNING id, event_id")
+_SUPERSEDE = ("UPDATE feedback_outbox SET status = 'skipped', last_error = 'Superseded', updated_at = ? "
+              "WHERE provider = 'events' AND message_pk = ? AND user_id = ? AND status = 'pending'")
+_OPEN_STATE_DELIVERIES = (
+    "INSERT INTO feedback_outbox (provider, kind, message_pk, user_id, event_pk, status, coalesce_key, attempts, "
+    "next_attempt_at, created_at, updated_at) VALUES {values} "
+    "ON CONFLICT (coalesce_key) DO UPDATE SET updated_at = excluded.updated_at RETURNING event_pk")
+_INSERT_DELIVERY = (
+    "INSERT INTO feedback_outbox (provider, kind, message_pk, user_id, event_pk, status, last_error, attempts, "
+    "next_attempt_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)")
+_SAVE_STATE = (
+    "INSERT INTO feedback_states (message_pk, user_id, vote, vote_event_id, copy_count, updated_at) "
+    "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (message_pk, user_id) DO UPDATE SET vote = excluded.vote, "
+    "vote_event_id = excluded.vote_event_id, updated_at = excluded.updated_at")
+
+
+def _store_directly(conn, items) -> None:
+    """The rows ingest writes for ``items``, (validated event, message, user id) of thumbs up or down with each
+    message once, as the benchmarks send them: the event; earlier pending votes to the event provider skipped,
+    and a pending delivery of this one; the state provider's pending delivery opened, or joined and the join
+    recorded as a skipped row; the state. Five statements."""
+    sqlite = conn.dialect.name == "sqlite"
+    now = datetime.now(timezone.utc)
+    stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now  # as UTCDateTime binds
+
+    def run(text: str, params: list, many: bool = False) -> list:
+        text = text if sqlite else text.replace("?", "%s")
+        if many:
+            cursor.executemany(text, params)
+            return []
+        cursor.execute(text, params)
+        return cursor.fetchall()
+
+    def rows_of(width: int) -> str:
+        return ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(items))
+
+    cursor = conn.connection.cursor()  # the DB-API cursor of this transaction's connection
+    pks = {event_id: pk for pk, event_id in run(_INSERT_EVENTS.format(values=rows_of(6)), [
+        value for event, message, user in items
+        for value in (event["id"], message.pk, user, event["type"], stamp, stamp)])}
+    keyed = [(message.pk, user, pks[event["id"]]) for event, message, user in items]
+    run(_SUPERSEDE, [(stamp, pk, user) for pk, user, _ in keyed], many=True)
+    opened = {pk for (pk,) in run(_OPEN_STATE_DELIVERIES.format(values=rows_of(11)), [
+        value for pk, user, event_pk in keyed
+        for value in ("log", "state", pk, user, event_pk, "pending", coalesce_key("log", pk, user), 0,
+                      stamp, stamp, stamp)])}
+    run(_INSERT_DELIVERY, [("events", "event", pk, user, event_pk, "pending", None, stamp, stamp, stamp)
+                           for pk, user, event_pk in keyed]
+        + [("log", "state", pk, user, event_pk, "skipped", "Coalesced", stamp, stamp, stamp)
+           for pk, user, event_pk in keyed if event_pk not in opened], many=True)
+    run(_SAVE_STATE, [(message.pk, user, event["type"][len("thumbs_"):], event["id"], stamp)
+                      for event, message, user in items], many=True)
+    cursor.close()

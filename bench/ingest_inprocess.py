@@ -1,41 +1,39 @@
-"""Ingest cost of ``POST /feedback/events`` inside one process, against a bare JSON endpoint as the floor.
+"""Ingest cost of ``POST /feedback/events`` inside one process, against the floors of ``bench/bench_app.py``.
 
-    python bench/ingest_inprocess.py [--database-url URL] [--requests 2000]
+    PYTHONPATH=backend:bench python bench/ingest_inprocess.py [--database-url URL] [--requests 2000]
 
-Uses Flask's test client (no sockets), so it measures the bridge's own work per request: parsing,
-validation, token checks and the database transaction. The load test over HTTP is bench's job for
-the benchmarks issue; this one is quick enough to run while changing the ingest path.
+Uses Flask's test client (no sockets) on ``bench_app``'s app, so it measures the bridge's own work per request
+(parsing, validation, token checks and the database transaction) against the same floors as
+``bench/ingest_gunicorn.py`` does over HTTP; quick enough to run while changing the ingest path.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
 import uuid
 
-from flask import Flask, jsonify, request
+from bench_app import create_app
+from flask import Flask
 
 from feedback_bridge import FeedbackBridge
 
 
 def build_app(database_url: str) -> tuple[Flask, list[str]]:
-    app = Flask("bench", instance_path=tempfile.mkdtemp())
-    app.config.update(SECRET_KEY="bench", FEEDBACK_DATABASE_URL=database_url, FEEDBACK_WORKER=False,
-                      FEEDBACK_RATE_LIMIT_IP="", FEEDBACK_RATE_LIMIT_TOKEN="",  # one client, thousands of posts
-                      FEEDBACK_PROVIDERS={"log": {}, "events": {"adapter": "feedback_bridge.providers.log:LogAdapter",
-                                                                 "mode": "event"}})
-    bridge = FeedbackBridge(app)
-
-    @app.post("/floor")
-    def floor():  # the same body parsed, nothing stored: what Flask itself costs
-        return jsonify({"received": len(request.get_json(force=True)["events"])})
-
+    """``bench_app``'s app (the bridge and its floors, as gunicorn serves them) and 200 messages' tokens."""
+    os.environ.update(BENCH_DATABASE_URL=database_url, BENCH_INSTANCE=tempfile.mkdtemp(), BENCH_WORKER="0")
+    app = create_app()
     with app.app_context():
-        tokens = [bridge.register_message(conversation_id="c", message_id=f"m{i}", user_id=f"u{i % 50}",
-                                          input="q", output="a") for i in range(200)]
+        register = FeedbackBridge().register_message
+        tokens = [register(conversation_id="c", message_id=f"m{i}", user_id=f"u{i % 50}", input="q", output="a")
+                  for i in range(200)]
     return app, tokens
+
+
+PATHS = ("/floor", "/floor-checked", "/floor-stored", "/feedback/events")
 
 
 def run(app: Flask, path: str, tokens: list[str], requests: int, batch: int) -> tuple[float, float]:
@@ -60,11 +58,11 @@ def main() -> None:
     url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
     app, tokens = build_app(url)
     print(f"database: {url.split('://')[0]}, {args.requests} requests per row")
-    print(f"{'endpoint':<10}{'batch':>6}{'events/s':>12}{'p99 ms':>10}")
+    print(f"{'endpoint':<14}{'batch':>6}{'events/s':>12}{'p99 ms':>10}")
     for batch in (1, 20):
-        for path in ("/floor", "/feedback/events"):
+        for path in PATHS:
             rate, p99 = run(app, path, tokens, args.requests // (1 if batch == 1 else 4), batch)
-            print(f"{path.split('/')[-1]:<10}{batch:>6}{rate:>12.0f}{p99:>10.2f}")
+            print(f"{path.split('/')[-1]:<14}{batch:>6}{rate:>12.0f}{p99:>10.2f}")
     app.extensions["feedback_bridge"].close()
 
 

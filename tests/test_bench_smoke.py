@@ -1,5 +1,6 @@
-"""Smoke test of a benchmark script (the benchmarks themselves are not tests: see BENCHMARKS.md): the delivery
-benchmark on a handful of events, which checks on its own that every row was delivered and accepted."""
+"""Smoke tests of the benchmarks (the benchmarks themselves are not tests: see BENCHMARKS.md): the delivery
+benchmark on a handful of events, which checks on its own that every row was delivered and accepted, and the
+ingest benchmark's stored floor against what ingest stores."""
 
 from __future__ import annotations
 
@@ -7,6 +8,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from feedback_bridge import db as fdb
+from feedback_bridge.schema import events, messages, outbox, states
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,3 +28,46 @@ def test_the_delivery_benchmark_runs_and_delivers_everything() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "round 0: 22 deliveries" in result.stdout, result.stdout
     assert "median over 1 rounds" in result.stdout
+
+
+def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, sqlite_url) -> None:
+    """``/floor-stored`` is the ingest benchmark's plainest implementation of the same work: a thumbs up and
+    then a thumbs down on an answer must leave the same rows in every table as ``/feedback/events`` does, or
+    the floor measures something else."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setenv("BENCH_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BENCH_INSTANCE", str(tmp_path))
+    from bench_app import create_app
+
+    from feedback_bridge import FeedbackBridge
+
+    app = create_app()
+    client = app.test_client()
+    with app.app_context():
+        tokens = {path: FeedbackBridge().register_message(conversation_id="c", message_id=path, user_id="u",
+                                                          input="q", output="a")
+                  for path in ("/floor-stored", "/feedback/events")}
+    for kind in ("thumbs_up", "thumbs_down"):
+        for path, token in tokens.items():
+            vote = {"id": f"{kind}.{path[1:].replace('/', '.')}", "type": kind, "token": token}
+            response = client.post(path, json={"events": [vote]})
+            assert response.status_code == 200, response.json
+
+    def written(message_id: str) -> dict[str, Any]:
+        pk = select(messages.c.id).where(messages.c.message_id == message_id).scalar_subquery()
+        with fdb.read(app.extensions["feedback_bridge"].engine) as conn:
+            deliveries = conn.execute(select(outbox.c.provider, outbox.c.kind, outbox.c.status, outbox.c.coalesce_key)
+                                      .where(outbox.c.message_pk == pk).order_by(outbox.c.provider, outbox.c.id)).all()
+            return {
+                "events": conn.execute(select(events.c.type, events.c.user_id).where(events.c.message_pk == pk)).all(),
+                "outbox": [(p, k, s, key is not None) for p, k, s, key in deliveries],
+                "state": conn.execute(select(states.c.vote, states.c.vote_event_id.like("thumbs_down%"))
+                                      .where(states.c.message_pk == pk)).all(),
+            }
+
+    floor, ingest = written("/floor-stored"), written("/feedback/events")
+    assert ingest["outbox"] == [("events", "event", "skipped", False), ("events", "event", "pending", False),
+                                ("log", "state", "pending", True), ("log", "state", "skipped", False)]
+    assert ingest["state"] == [("down", True)]
+    assert floor == ingest
+    app.extensions["feedback_bridge"].close()
