@@ -23,7 +23,7 @@ from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
 from feedback_bridge.models import Delivery
 from feedback_bridge.providers import DeliveryContext, ProviderAdapter
-from feedback_bridge.schema import messages, outbox, states
+from feedback_bridge.schema import events, messages, outbox, states
 from feedback_bridge.worker import Worker, WorkerSettings, backoff_delay
 from support import RecordingAdapter, event, statements_run
 
@@ -523,6 +523,31 @@ def test_pg_last_delivered_requests_are_sought_by_key_even_with_statistics_from_
         plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, params))
     assert "ix_feedback_outbox_key_status" in plan and "ix_feedback_outbox_due" not in plan, plan
     assert found == {("rec", 7, "u"): {"vote": "up"}, ("rec", 8, "u"): {"vote": "up"}}
+
+
+def test_pg_a_supersede_reads_each_pending_rows_event_by_primary_key_even_without_statistics(make_app, pg_url):
+    """Without statistics (a new store, autovacuum behind or off), PostgreSQL ran the supersede's correlated
+    EXISTS as a join that read every vote of the kind in the store through the dashboard's index: 0.8 ms a vote
+    at 18,000 events. The event is now a scalar subquery on the primary key."""
+    app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"ev": RecordingAdapter("ev", mode="event")},
+                   FEEDBACK_SETTLE_SECONDS=60)
+    engine, token = runtime(app).engine, register(app)
+    now = datetime.now(timezone.utc)
+    with fdb.write(engine) as conn:
+        conn.execute(insert(messages), [{"id": 1000 + i, "conversation_id": "c", "message_id": f"other-{i}",
+                                         "user_id": "u", "refs": {}, "created_at": now} for i in range(20)])
+        conn.execute(insert(events), [{"event_id": f"vote-{i:05}", "message_pk": 1000 + i % 20, "user_id": "u",
+                                       "type": "thumbs_up", "occurred_at": now, "received_at": now}
+                                      for i in range(3000)])
+    post(app, event("thumbs_up", token))
+    with statements_run(engine) as statements:
+        post(app, event("thumbs_down", token))
+    [(sql, params)] = [(sql, params) for sql, params in statements if sql.startswith("UPDATE feedback_outbox")]
+    with fdb.read(engine) as conn:
+        one = params[0] if isinstance(params, list) else params  # a single set runs as execute
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + sql, one))
+    assert "feedback_events_pkey" in plan and "ix_feedback_events_kind" not in plan, plan
+    assert [r["status"] for r in rows(app, "ev")] == ["skipped", "pending"]
 
 
 def test_reclaim_on_start_puts_expired_in_flight_rows_back(state_app):

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 
 from . import db
+from .driver_sql import DriverStatement
 from .models import Delivery, DeliveryStatus, Event, EventType, Message
 from .providers import ProviderAdapter
 from .schema import events, outbox
@@ -59,10 +60,13 @@ _LATER_REPLACING = {old: [new for new, replaces in _SUPERSEDES.items() if str(ol
 _LATER_REPLACING[EventType.RETRACT] = list(_SUPERSEDES)
 
 
-_insert_row = insert(outbox)
-_open_state_delivery = db.prepared(lambda dialect: db.insert_or_lock(
+# The keys of every row ``enqueue`` writes; a state delivery it opens adds ``coalesce_key``.
+ROW_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "attempts", "next_attempt_at",
+            "created_at", "updated_at", "last_error")
+_insert_rows = DriverStatement(lambda dialect: insert(outbox), keys=ROW_KEYS)
+_open_state_deliveries = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, outbox, ["coalesce_key"], touch=["updated_at"]
-).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key))
+).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key), keys=(*ROW_KEYS, "coalesce_key"))
 _KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
         & (outbox.c.user_id == bindparam("k_user")))
 _vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
@@ -76,18 +80,19 @@ _vote_replaced = select(exists(select(events.c.id).where(
     & events.c.amends.is_(None) & events.c.type.in_(bindparam("kinds", expanding=True))
     & (events.c.id > _vote_of_amendment)
 )))
-# The pending rows of the key are few; each one's event is found by its primary key. (An IN over the key's
-# events read all of them, every vote ever given on the answer, at every supersede.)
-_supersede_by_kinds = {kinds: update(outbox).where(
-    _KEY & (outbox.c.status == PENDING)
-    & exists(select(events.c.id).where(
-        (events.c.id == outbox.c.event_pk)
-        & or_(*(events.c.type == kind for kind in kinds)) & events.c.amends.is_(None)  # no expanding IN
-    ))
-).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now")) for kinds in _SUPERSEDES.values()}
+# The pending rows of the key are few, and each one's event is read by its primary key: a scalar subquery, which
+# no planner turns into a join. (An IN over the key's events read every vote ever given on the answer, at every
+# supersede; a correlated EXISTS let PostgreSQL without statistics read every vote of the kind in the store.)
+_kind_of_event = select(events.c.type).where(
+    (events.c.id == outbox.c.event_pk) & events.c.amends.is_(None)
+).scalar_subquery()
+_supersede_by_kinds = {kinds: DriverStatement(lambda dialect, kinds=kinds: update(outbox).where(
+    _KEY & (outbox.c.status == PENDING) & or_(*(_kind_of_event == kind for kind in kinds))  # no expanding IN
+).values(status=SKIPPED, last_error=SUPERSEDED, updated_at=bindparam("k_now")),
+    keys=("k_provider", "k_message", "k_user", "k_now")) for kinds in _SUPERSEDES.values()}
 
 
-def _supersede(kinds: tuple[str, ...]) -> Update:
+def _supersede(kinds: tuple[str, ...]) -> DriverStatement:
     """Pending deliveries of earlier votes of ``kinds`` (one statement per set: executemany takes no
     expanding IN) become skipped."""
     return _supersede_by_kinds[kinds]
@@ -128,19 +133,18 @@ class RowBuffer:
 
     def flush(self) -> None:
         for kinds, params in self.supersedes.items():
-            self.conn.execute(_supersede(kinds), params)
+            _supersede(kinds).executemany(self.conn, params)
         if self.opens:
             # Opens the pending delivery of each state, or joins (and locks, until this transaction commits)
             # the one already open, so no worker claims it before it can see this change.
-            opened = {r.coalesce_key: r for r in self.conn.execute(_open_state_delivery(self.conn),
-                                                                   [row for row, _ in self.opens])}
+            opened = {r["coalesce_key"]: r for r in _open_state_deliveries.insert_returning(
+                self.conn, [row for row, _ in self.opens])}
             for row, coalesced in self.opens:
                 pending = opened[row["coalesce_key"]]
-                if pending.event_pk != row["event_pk"]:
+                if pending["event_pk"] != row["event_pk"]:
                     # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                    self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending.id})"})
-        if self.rows:
-            self.conn.execute(_insert_row, self.rows)
+                    self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending['id']})"})
+        _insert_rows.executemany(self.conn, self.rows)
         self.rows, self.supersedes, self.opens, self.keys = [], {}, [], set()
 
 

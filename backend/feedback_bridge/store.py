@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, RowMapping, bindparam, select, update
 
 from . import db, outbox
+from .driver_sql import DriverStatement
 from .models import Event, EventType, FeedbackState, Message, apply_event
 from .providers import ProviderAdapter
 from .schema import events, messages, states
@@ -124,7 +125,7 @@ class Store:
                     if problem:
                         outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
                         continue
-                    event_pk = conn.execute(_insert_event(conn), _event_row(item, now)).scalar()
+                    event_pk = _insert_events(conn, [item], now).get(event.event_id)
                 else:
                     event_pk = stored_pks.pop(event.event_id, None)  # a repeat within the batch finds none
                 if event_pk is None:
@@ -153,15 +154,19 @@ _find_message = select(messages).where(
 
 _STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
 _select_state = select(*[states.c[name] for name in STATE_COLUMNS]).where(_STATE_KEY)
-_update_state = update(states).where(_STATE_KEY)
-_lock_state = db.prepared(lambda dialect: db.insert_or_lock(
+EVENT_ROW_KEYS = ("event_id", "message_pk", "user_id", "type", "value", "reason", "comment", "text", "amends",
+                  "occurred_at", "received_at")
+_lock_states_stmt = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, states, ["message_pk", "user_id"], touch=[], keep=("copy_count",)
-).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]))
-_insert_event = db.prepared(
-    lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id)
+).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]),
+    keys=("message_pk", "user_id", "copy_count"))
+_insert_events_stmt = DriverStatement(
+    lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id),
+    keys=EVENT_ROW_KEYS,
 )
-_insert_events_returning = db.prepared(
-    lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id)
+_save_states_stmt = DriverStatement(
+    lambda dialect: update(states).where(_STATE_KEY).values({name: bindparam(name) for name in STATE_COLUMNS}),
+    keys=("key_pk", "key_user", *STATE_COLUMNS),
 )
 _select_amended = select(
     events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends
@@ -171,9 +176,9 @@ _select_amended = select(
 def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], FeedbackState]:
     """Create the missing state rows and lock all of them, in ``keys`` order, with one statement: an upsert
     whose no-op update takes the row lock (as SELECT ... FOR UPDATE would) and returns the current row."""
-    rows = conn.execute(_lock_state(conn), [
+    rows = _lock_states_stmt.insert_returning(conn, [
         {"message_pk": pk, "user_id": user, "copy_count": 0} for pk, user in keys
-    ]).mappings().all()
+    ])
     found = {(row["message_pk"], row["user_id"]): state_from_row(row) for row in rows}
     return {key: found[key] for key in keys}
 
@@ -181,7 +186,7 @@ def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[in
 def _save_states(conn: Connection, changed: Mapping[tuple[int, str], FeedbackState]) -> None:
     """Write the final state of every changed row at once: nothing in the transaction reads them before."""
     if changed:
-        conn.execute(_update_state, [
+        _save_states_stmt.executemany(conn, [
             {"key_pk": pk, "key_user": user, **{name: getattr(state, name) for name in STATE_COLUMNS}}
             for (pk, user), state in changed.items()
         ])
@@ -197,13 +202,10 @@ def _event_row(item: IncomingEvent, now: datetime) -> dict[str, Any]:
 
 
 def _insert_events(conn: Connection, items: Sequence[IncomingEvent], now: datetime) -> dict[str, int]:
-    """Insert a batch without amendments in one statement, in batch order (ids ascend with it); the first
-    row of each new event id wins, as it would one by one. ``{event_id: pk}`` of the rows inserted."""
-    if len(items) == 1:
-        pk = conn.execute(_insert_event(conn), _event_row(items[0], now)).scalar()
-        return {} if pk is None else {items[0].event.event_id: pk}
-    rows = conn.execute(_insert_events_returning(conn), [_event_row(item, now) for item in items]).all()
-    return {row.event_id: row.id for row in rows}
+    """Insert events in one statement, in batch order (ids ascend with it); the first row of each new event
+    id wins, as it would one by one. ``{event_id: pk}`` of the rows inserted."""
+    rows = _insert_events_stmt.insert_returning(conn, [_event_row(item, now) for item in items])
+    return {row["event_id"]: row["id"] for row in rows}
 
 
 def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
