@@ -85,14 +85,17 @@ def create_app() -> Flask:
         if any(isinstance(result, Exception) for result in resolved.values()):
             return jsonify({"error": "a token did not resolve"}), 400
         with db.write(engine) as conn:
-            _store_directly(conn, [(event, *resolved[event["token"]]) for event in events])
-        return jsonify({"received": len(events)})
+            stored = _store_directly(conn, [(event, *resolved[event["token"]]) for event in events])
+        results = [{"id": event["id"], "status": "accepted" if event["id"] in stored else "duplicate"}
+                   for event in events]
+        return jsonify({"results": results, "accepted": len(stored), "duplicate": len(events) - len(stored),
+                        "rejected": 0})
 
     return app
 
 
 _INSERT_EVENTS = ("INSERT INTO feedback_events (event_id, message_pk, user_id, type, occurred_at, received_at) "
-                  "VALUES {values} RETURNING id, event_id")
+                  "VALUES {values} ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id")
 _SUPERSEDE = ("UPDATE feedback_outbox SET status = 'skipped', last_error = 'Superseded', updated_at = ? "
               "WHERE provider = 'events' AND message_pk = ? AND user_id = ? AND status = 'pending'")
 _OPEN_STATE_DELIVERIES = (
@@ -108,11 +111,11 @@ _SAVE_STATE = (
     "vote_event_id = excluded.vote_event_id, updated_at = excluded.updated_at")
 
 
-def _store_directly(conn, items) -> None:
+def _store_directly(conn, items) -> set[str]:
     """The rows ingest writes for ``items``, (validated event, message, user id) of thumbs up or down with each
     message once, as the benchmarks send them: the event; earlier pending votes to the event provider skipped,
     and a pending delivery of this one; the state provider's pending delivery opened, or joined and the join
-    recorded as a skipped row; the state. Five statements."""
+    recorded as a skipped row; the state. Five statements. Returns the ids of the events stored (not seen before)."""
     sqlite = conn.dialect.name == "sqlite"
     now = datetime.now(timezone.utc)
     stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now  # as UTCDateTime binds
@@ -132,6 +135,9 @@ def _store_directly(conn, items) -> None:
     pks = {event_id: pk for pk, event_id in run(_INSERT_EVENTS.format(values=rows_of(6)), [
         value for event, message, user in items
         for value in (event["id"], message.pk, user, event["type"], stamp, stamp)])}
+    items = [(event, message, user) for event, message, user in items if event["id"] in pks]
+    if not items:  # all seen before
+        return set()
     keyed = [(message.pk, user, pks[event["id"]]) for event, message, user in items]
     run(_SUPERSEDE, [(stamp, pk, user) for pk, user, _ in keyed], many=True)
     opened = {pk for (pk,) in run(_OPEN_STATE_DELIVERIES.format(values=rows_of(11)), [
@@ -145,3 +151,4 @@ def _store_directly(conn, items) -> None:
     run(_SAVE_STATE, [(message.pk, user, event["type"][len("thumbs_"):], event["id"], stamp)
                       for event, message, user in items], many=True)
     cursor.close()
+    return set(pks)

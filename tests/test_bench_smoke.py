@@ -32,8 +32,8 @@ def test_the_delivery_benchmark_runs_and_delivers_everything() -> None:
 
 def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, sqlite_url) -> None:
     """``/floor-stored`` is the ingest benchmark's plainest implementation of the same work: a thumbs up and
-    then a thumbs down on an answer must leave the same rows in every table as ``/feedback/events`` does, or
-    the floor measures something else."""
+    then a thumbs down on an answer (and the thumbs down again) must be answered as ``/feedback/events``
+    answers them and leave the same rows in every table, or the floor measures something else."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     monkeypatch.setenv("BENCH_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("BENCH_INSTANCE", str(tmp_path))
@@ -47,11 +47,15 @@ def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, s
         tokens = {path: FeedbackBridge().register_message(conversation_id="c", message_id=path, user_id="u",
                                                           input="q", output="a")
                   for path in ("/floor-stored", "/feedback/events")}
-    for kind in ("thumbs_up", "thumbs_down"):
+    answers: dict[str, list[dict[str, Any]]] = {path: [] for path in tokens}
+    for kind in ("thumbs_up", "thumbs_down", "thumbs_down"):
         for path, token in tokens.items():
             vote = {"id": f"{kind}.{path[1:].replace('/', '.')}", "type": kind, "token": token}
             response = client.post(path, json={"events": [vote]})
             assert response.status_code == 200, response.json
+            answers[path].append({**response.json, "results": [r["status"] for r in response.json["results"]]})
+    assert answers["/feedback/events"][2] == {"results": ["duplicate"], "accepted": 0, "duplicate": 1, "rejected": 0}
+    assert answers["/floor-stored"] == answers["/feedback/events"]
 
     def written(message_id: str) -> dict[str, Any]:
         pk = select(messages.c.id).where(messages.c.message_id == message_id).scalar_subquery()
