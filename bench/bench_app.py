@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 
 from flask import Flask, jsonify, request
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
+from werkzeug.exceptions import BadRequest
 
 from feedback_bridge import FeedbackBridge, db
 from feedback_bridge.outbox import coalesce_key
@@ -63,12 +64,17 @@ def create_app() -> Flask:
     def floor():
         return jsonify({"received": len(json.loads(request.get_data())["events"])})
 
-    @app.post("/floor-checked")
-    def floor_checked():
+    def checked() -> tuple[list[dict], dict]:
+        """The body's events validated, and each token's (message, user id); ``BadRequest`` if one is refused."""
         events = [event_schema.load(event) for event in json.loads(request.get_data())["events"]]
         resolved = runtime.resolve_tokens(event["token"] for event in events)
         if any(isinstance(result, Exception) for result in resolved.values()):
-            return jsonify({"error": "a token did not resolve"}), 400
+            raise BadRequest("a token did not resolve")
+        return events, resolved
+
+    @app.post("/floor-checked")
+    def floor_checked():
+        events, _ = checked()
         return jsonify({"received": len(events)})
 
     @app.post("/floor-commit")
@@ -80,10 +86,7 @@ def create_app() -> Flask:
 
     @app.post("/floor-stored")
     def floor_stored():
-        events = [event_schema.load(event) for event in json.loads(request.get_data())["events"]]
-        resolved = runtime.resolve_tokens(event["token"] for event in events)
-        if any(isinstance(result, Exception) for result in resolved.values()):
-            return jsonify({"error": "a token did not resolve"}), 400
+        events, resolved = checked()
         with db.write(engine) as conn:
             stored = _store_directly(conn, [(event, *resolved[event["token"]]) for event in events])
         results = [{"id": event["id"], "status": "accepted" if event["id"] in stored else "duplicate"}

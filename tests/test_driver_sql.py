@@ -73,6 +73,8 @@ def test_a_statements_own_values_are_kept_and_every_row_gives_the_rest(engine) -
         skip.executemany(conn, [{"pk": 1}, {"pk": 3}])
         with pytest.raises(KeyError):
             skip.executemany(conn, [{"message": 2}])
+        with pytest.raises(TypeError, match="Only an INSERT"):
+            skip.insert_returning(conn, [{"pk": 2}])
     with fdb.read(engine) as conn:
         assert conn.execute(select(outbox.c.status).order_by(outbox.c.id)).scalars().all() == [
             "skipped", "pending", "skipped"]

@@ -82,29 +82,32 @@ class DriverStatement:
     def __init__(self, build: Callable[[str], UpdateBase], keys: Sequence[str]) -> None:
         self.build = build
         self.keys = tuple(keys)
-        self._compiled: dict[tuple[str, int], _Compiled] = {}
+        self._compiled: dict[tuple[type[Dialect], int], _Compiled] = {}
 
     def _dialect(self, conn: Connection) -> Dialect:
         dialect = conn.dialect
         if dialect.positional:
             return dialect
         # psycopg's own style is named; its driver takes positional %s just as well, and tuples are cheaper.
-        return _positional_dialects.setdefault(type(dialect), type(dialect)(paramstyle="format"))
+        if type(dialect) not in _positional_dialects:
+            _positional_dialects[type(dialect)] = type(dialect)(paramstyle="format")
+        return _positional_dialects[type(dialect)]
 
     def compiled(self, conn: Connection, rows: int) -> _Compiled:
         """``rows`` 0: the statement for executemany; n: an INSERT with n VALUES groups."""
-        found = self._compiled.get((conn.dialect.name, rows))
+        found = self._compiled.get((type(conn.dialect), rows))
         if found is None:
             statement = self.build(conn.dialect.name)
             if rows == 0:
                 if isinstance(statement, Insert):
                     statement = statement.values({key: bindparam(key) for key in self.keys})
-            else:
-                assert isinstance(statement, Insert), "VALUES groups are for INSERT statements"
+            elif isinstance(statement, Insert):
                 statement = statement.values([{key: bindparam(f"{key}_{i}") for key in self.keys}
                                               for i in range(rows)])
+            else:
+                raise TypeError("Only an INSERT takes VALUES groups.")
             found = _Compiled(statement, self._dialect(conn), self.keys, rows)
-            self._compiled[(conn.dialect.name, rows)] = found
+            self._compiled[(type(conn.dialect), rows)] = found
         return found
 
     def executemany(self, conn: Connection, rows: Sequence[Row]) -> None:
