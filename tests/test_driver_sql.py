@@ -6,11 +6,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 
 from conftest import runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.driver_sql import DriverStatement
-from feedback_bridge.schema import messages, outbox, states
+from feedback_bridge.schema import UTCDateTime, messages, outbox, states
 
 KEYS = ("provider", "kind", "message_pk", "user_id", "status", "attempts", "next_attempt_at", "created_at",
         "updated_at", "last_error")
@@ -43,6 +44,12 @@ def test_rows_written_as_driver_sql_read_back_as_those_sqlalchemy_writes(engine)
     assert rows == [(1, at), (2, at), (3, at)]
     assert rows[1].next_attempt_at.tzinfo == timezone.utc
     assert len(stored) == 1, stored
+    if engine.dialect.name == "sqlite":  # the text SQLAlchemy's own SQLite DATETIME writes, whole seconds too
+        assert stored == [("2026-12-05 19:30:15.123456",)]
+        stock = SQLITE_DATETIME().bind_processor(engine.dialect)
+        ours = UTCDateTime().bind_processor(engine.dialect)
+        for moment in (at, at.replace(microsecond=0), datetime(2031, 1, 1, tzinfo=timezone.utc)):
+            assert ours(moment) == stock(moment.astimezone(timezone.utc).replace(tzinfo=None))
 
 
 def test_an_insert_of_many_rows_returns_them_processed_as_sqlalchemy_would(engine) -> None:
