@@ -79,7 +79,9 @@ def test_a_statements_own_values_are_kept_and_every_row_gives_the_rest(engine) -
         conn.execute(insert(outbox), [delivery(pk, now) for pk in (1, 2, 3)])
         skip.executemany(conn, [{"pk": 1}, {"pk": 3}])
         with pytest.raises(KeyError):
-            skip.executemany(conn, [{"message": 2}])
+            skip.executemany(conn, [{}])
+        with pytest.raises(ValueError, match=r"Not parameters of this statement: \['message'\]"):
+            skip.executemany(conn, [{"pk": 2, "message": 2}])
         with pytest.raises(TypeError, match="Only an INSERT"):
             skip.insert_returning(conn, [{"pk": 2}])
     with fdb.read(engine) as conn:
@@ -91,7 +93,9 @@ def test_a_column_default_left_out_of_the_keys_is_refused_not_written_as_null(en
     """SQLAlchemy fills Python-side defaults (``attempts``) in at execution; driver SQL would send NULL."""
     statement = DriverStatement(lambda dialect: insert(outbox), [k for k in KEYS if k != "attempts"])
     with fdb.write(engine) as conn, pytest.raises(ValueError, match="'attempts' has no value"):
-        statement.executemany(conn, [delivery(1, datetime.now(timezone.utc))])
+        row = delivery(1, datetime.now(timezone.utc))
+        del row["attempts"]
+        statement.executemany(conn, [row])
 
 
 def test_a_naive_datetime_is_refused_and_each_distinct_one_is_converted(engine) -> None:

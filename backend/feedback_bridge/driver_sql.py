@@ -110,14 +110,21 @@ class DriverStatement:
             self._compiled[(type(conn.dialect), rows)] = found
         return found
 
+    def _check(self, row: Row) -> None:
+        """A key the statement does not take would be dropped without a word; SQLAlchemy would write it."""
+        if unknown := row.keys() - set(self.keys):
+            raise ValueError(f"Not parameters of this statement: {sorted(unknown)}")
+
     def executemany(self, conn: Connection, rows: Sequence[Row]) -> None:
         if rows:
+            self._check(rows[0])
             compiled = self.compiled(conn, 0)
             conn.exec_driver_sql(compiled.sql, [compiled.values(row) for row in rows])
 
     def insert_returning(self, conn: Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
         if not rows:
             return []
+        self._check(rows[0])
         compiled = self.compiled(conn, len(rows))
         values = tuple(value for row in rows for value in compiled.values(row))
         return compiled.result(conn.exec_driver_sql(compiled.sql, values).all())

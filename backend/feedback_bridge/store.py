@@ -154,8 +154,7 @@ _find_message = select(messages).where(
 
 _STATE_KEY = (states.c.message_pk == bindparam("key_pk")) & (states.c.user_id == bindparam("key_user"))
 _select_state = select(*[states.c[name] for name in STATE_COLUMNS]).where(_STATE_KEY)
-EVENT_ROW_KEYS = ("event_id", "message_pk", "user_id", "type", "value", "reason", "comment", "text", "amends",
-                  "occurred_at", "received_at")
+EVENT_ROW_KEYS = tuple(column.key for column in events.c if not column.primary_key)  # what _event_row gives
 _lock_states_stmt = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, states, ["message_pk", "user_id"], touch=[], keep=("copy_count",)
 ).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]),
