@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
+from sqlalchemy.exc import IntegrityError
 
 from conftest import runtime
 from feedback_bridge import db as fdb
-from feedback_bridge.driver_sql import DriverStatement
+from feedback_bridge.driver_sql import MAX_GROUPS, DriverStatement
 from feedback_bridge.schema import UTCDateTime, messages, outbox, states
+from support import statements_run
 
 KEYS = ("provider", "kind", "message_pk", "user_id", "status", "attempts", "next_attempt_at", "created_at",
         "updated_at", "last_error")
@@ -111,3 +115,81 @@ def test_a_naive_datetime_is_refused_and_each_distinct_one_is_converted(engine) 
         statement.executemany(conn, [delivery(1, datetime(2026, 12, 5, 12, 0))])
     with fdb.read(engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 3
+
+
+def test_many_rows_are_inserted_in_order_a_bounded_number_of_groups_at_a_time(engine) -> None:
+    """Rows past ``MAX_GROUPS`` take more statements, in row order (ids ascend with the rows); the compiled
+    statements kept are one per group count, whatever the row counts asked for."""
+    statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+    at = datetime.now(timezone.utc)
+    total = 2 * MAX_GROUPS + 5
+    with statements_run(engine) as run, fdb.write(engine) as conn:
+        statement.insert_many(conn, [delivery(1 + i % 3, at, last_error=str(i)) for i in range(total)])
+        for count in range(1, 3 * MAX_GROUPS):
+            statement.insert_many(conn, [delivery(1, at)] * count)
+    assert [len(params) for _, params in run[:3]] == [MAX_GROUPS * len(KEYS)] * 2 + [5 * len(KEYS)]
+    assert len(statement._compiled) == MAX_GROUPS
+    with fdb.read(engine) as conn:
+        errors = conn.execute(select(outbox.c.last_error).order_by(outbox.c.id).limit(total)).scalars().all()
+    assert errors == [str(i) for i in range(total)]
+
+
+def test_cursor_listeners_see_each_statement_and_driver_errors_arrive_as_sqlalchemys(engine) -> None:
+    """Driver SQL skips SQLAlchemy's execution objects, not its cursor events nor its exception types."""
+    statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+    seen: list[tuple[str, str, bool]] = []
+    for when in ("before", "after"):
+        sa_event.listen(engine, f"{when}_cursor_execute",
+                        lambda conn, cursor, sql, params, context, many, when=when: seen.append((when, sql, many)))
+    at = datetime.now(timezone.utc)
+    with fdb.write(engine) as conn:
+        statement.insert_many(conn, [delivery(1, at)])
+        statement.executemany(conn, [delivery(2, at)])
+    assert [(when, sql.split(" (")[0], many) for when, sql, many in seen] == [
+        ("before", "INSERT INTO feedback_outbox", False), ("after", "INSERT INTO feedback_outbox", False),
+        ("before", "INSERT INTO feedback_outbox", True), ("after", "INSERT INTO feedback_outbox", True),
+    ]
+    with pytest.raises(IntegrityError) as raised, fdb.write(engine) as conn:  # no such message: a foreign key
+        statement.insert_many(conn, [delivery(99, at)])
+    assert "INSERT INTO feedback_outbox" in raised.value.statement
+    with fdb.read(engine) as conn:
+        assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 2
+
+
+@pytest.mark.parametrize("echo", [True, False], ids=["echo", "logging-configured"])
+def test_an_engine_that_logs_its_sql_logs_driver_sql_too(make_app, database_url, caplog, echo) -> None:
+    engine = runtime(make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_ENGINE_OPTIONS={"echo": echo})).engine
+    with fdb.write(engine) as conn:
+        conn.execute(insert(messages), {"id": 1, "conversation_id": "c", "message_id": "m", "user_id": "u",
+                                        "refs": {}, "created_at": datetime.now(timezone.utc)})
+    with caplog.at_level(logging.INFO, logger="sqlalchemy.engine.Engine"), fdb.write(engine) as conn:
+        statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+        statement.insert_many(conn, [delivery(1, datetime.now(timezone.utc))])
+    assert any(record.getMessage().startswith("INSERT INTO feedback_outbox") for record in caplog.records)
+    with fdb.read(engine) as conn:
+        assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 1
+
+
+def test_every_datetime_is_written_as_its_own_text_however_many_are_converted(engine) -> None:
+    """The SQLite processor keeps the text of the last few datetimes by identity: past its limit it forgets them,
+    and objects made later (at addresses freed by then) must still get their own text."""
+    statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+    start = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    with fdb.write(engine) as conn:
+        for i in range(300):
+            moment = start + timedelta(seconds=i)  # each object dropped after its row: its address can come back
+            statement.insert_many(conn, [delivery(1, moment), delivery(2, start)])
+    with fdb.read(engine) as conn:
+        rows = conn.execute(select(outbox.c.message_pk, outbox.c.created_at).order_by(outbox.c.id)).all()
+    assert [at for pk, at in rows if pk == 1] == [start + timedelta(seconds=i) for i in range(300)]
+    assert {at for pk, at in rows if pk == 2} == {start}
+
+
+def test_outside_a_transaction_driver_sql_begins_one_as_sqlalchemy_would(engine) -> None:
+    with engine.connect() as conn:
+        statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+        statement.insert_many(conn, [delivery(1, datetime.now(timezone.utc))])
+        assert conn.in_transaction()
+        conn.rollback()
+    with fdb.read(engine) as conn:
+        assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -87,8 +88,9 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
         valid: list[IncomingEvent] = []
         lookups = _Lookups(runtime)
         lookups.prefetch_tokens(envelope["events"])
+        received = runtime.now()
         for raw_event in envelope["events"]:
-            outcome, incoming = _check_event(runtime, raw_event, lookups)
+            outcome, incoming = _check_event(runtime, raw_event, lookups, received)
             outcomes.append(outcome)
             if incoming:
                 valid.append(incoming)
@@ -97,7 +99,7 @@ def create_blueprint(runtime: Runtime) -> Blueprint:
         if subjects and (wait := runtime.rate_limits.retry_after("events", subjects)):
             return rate_limited(wait)
         if valid:
-            stored = iter(runtime.ingest(valid))
+            stored = iter(runtime.ingest(valid, received))
             outcomes = [outcome or next(stored) for outcome in outcomes]
         return _events_response([o for o in outcomes if o is not None])
 
@@ -175,9 +177,10 @@ class _Lookups:
 
 
 def _check_event(
-    runtime: Runtime, raw: Any, lookups: _Lookups
+    runtime: Runtime, raw: Any, lookups: _Lookups, received: datetime
 ) -> tuple[Outcome | None, IncomingEvent | None]:
-    """Validate one event and resolve its message; a rejection outcome, or the event to store."""
+    """Validate one event and resolve its message; a rejection outcome, or the event to store (one the client gave
+    no time occurred when it was received)."""
     event_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
     if not isinstance(raw, dict):
         return Outcome(event_id, "rejected", {"_schema": ["Each event must be a JSON object."]}, "invalid"), None
@@ -194,7 +197,7 @@ def _check_event(
     event = Event(
         event_id=data["id"], type=EventType(data["type"]), value=data.get("value"), reason=data.get("reason"),
         comment=data.get("comment"), text=data.get("text"), amends=data.get("amends"),
-        occurred_at=data.get("occurred_at") or runtime.now(),
+        occurred_at=data.get("occurred_at") or received,
     )
     return None, IncomingEvent(message=message, user_id=user_id, event=event)
 
@@ -204,7 +207,7 @@ def _resolve_message(runtime: Runtime, data: dict[str, Any], lookups: _Lookups) 
     if "token" in data or not runtime.settings.allow_unsigned:
         message, user_id = lookups.token(data.get("token"))
         # Inline ids next to a token are a cross-check: a token never speaks for another message or user.
-        if any(inline.get(k) not in (None, v) for k, v in
+        if inline and any(inline.get(k) not in (None, v) for k, v in
                (("conversation_id", message.conversation_id), ("message_id", message.message_id),
                 ("user_id", user_id))):
             raise TokenMismatch("The token was issued for another message or user.")

@@ -3,21 +3,33 @@
 For every parameter set of an executemany or a multi-row insert, SQLAlchemy builds the parameters in Python and
 calls a bind processor per value: for a batch of 20 events (about 140 rows across its statements) that was a
 fifth of the request's CPU, as much as the database took to write the rows. A ``DriverStatement`` compiles its
-statement once per dialect (and row count), with positional parameters, and hands ``exec_driver_sql`` tuples:
+statement once per dialect (and row count), with positional parameters, and hands the DB-API cursor tuples:
 values are converted only where their column's type has a processor (the UTC datetimes), by that processor.
+
+The cursor is the transaction's own, called as ``exec_driver_sql`` would call it, without the execution context
+and result objects SQLAlchemy builds around each call (a seventh of a single event's CPU, for its six
+statements): ``before_cursor_execute`` and ``after_cursor_execute`` listeners are still called (with no context),
+driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, and an engine that logs its SQL (``echo``, or
+the ``sqlalchemy.engine`` logger at INFO) takes SQLAlchemy's own path, which logs the statements.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Insert, bindparam
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.dml import UpdateBase
 
 Row = Mapping[str, Any]
+# VALUES groups per INSERT: more rows take several statements. It bounds the compiled statements kept (one per
+# group count), and keeps a statement under the 999 parameters SQLite before 3.32 allowed.
+MAX_GROUPS = 32
 
 
 class _Compiled:
@@ -54,8 +66,10 @@ class _Compiled:
         if names != expected:
             raise ValueError(f"Unexpected parameters for {groups} VALUES groups: {names}")
         self.pick = itemgetter(*picked) if len(picked) > 1 else (lambda row: (row[picked[0]],))
-        self.returning = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
-                          for column in statement.exported_columns]
+        returning = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+                     for column in statement.exported_columns]
+        self.returned_keys = tuple(key for key, _ in returning)
+        self.result_converts = [(key, convert) for key, convert in returning if convert]
 
     def values(self, row: Row) -> tuple[Any, ...]:
         values = self.pick({**self.constants, **row} if self.constants else row)
@@ -67,16 +81,22 @@ class _Compiled:
         return tuple(converted)
 
     def result(self, fetched: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
-        return [{key: convert(value) if convert else value
-                 for (key, convert), value in zip(self.returning, row, strict=True)} for row in fetched]
+        keys = self.returned_keys
+        rows = [dict(zip(keys, row, strict=True)) for row in fetched]
+        for key, convert in self.result_converts:
+            for row in rows:
+                row[key] = convert(row[key])
+        return rows
 
 
 class DriverStatement:
     """``build(dialect_name)`` gives the statement; ``keys`` are the row keys its parameters are named by.
 
     - ``executemany(conn, rows)``: one statement, run for every row (no RETURNING).
-    - ``insert_returning(conn, rows)``: an INSERT given as many VALUES groups as rows, in one statement; its
-      RETURNING rows as dicts, processed as SQLAlchemy would (their order is the database's).
+    - ``insert_many(conn, rows)``: an INSERT given as many VALUES groups as rows (``MAX_GROUPS`` at most per
+      statement, in row order): the database runs one statement where an executemany runs one per row.
+    - ``insert_returning(conn, rows)``: the same, with its RETURNING rows as dicts, processed as SQLAlchemy would
+      (their order within a statement is the database's).
     """
 
     def __init__(self, build: Callable[[str], UpdateBase], keys: Sequence[str]) -> None:
@@ -119,15 +139,49 @@ class DriverStatement:
         if rows:
             self._check(rows[0])
             compiled = self.compiled(conn, 0)
-            conn.exec_driver_sql(compiled.sql, [compiled.values(row) for row in rows])
+            _run(conn, compiled.sql, [compiled.values(row) for row in rows], many=True)
+
+    def insert_many(self, conn: Connection, rows: Sequence[Row]) -> None:
+        self._inserts(conn, rows, fetch=False)
 
     def insert_returning(self, conn: Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
-        if not rows:
-            return []
-        self._check(rows[0])
-        compiled = self.compiled(conn, len(rows))
-        values = tuple(value for row in rows for value in compiled.values(row))
-        return compiled.result(conn.exec_driver_sql(compiled.sql, values).all())
+        return self._inserts(conn, rows, fetch=True)
+
+    def _inserts(self, conn: Connection, rows: Sequence[Row], *, fetch: bool) -> list[dict[str, Any]]:
+        returned: list[dict[str, Any]] = []
+        if rows:
+            self._check(rows[0])
+        for start in range(0, len(rows), MAX_GROUPS):
+            group = rows[start:start + MAX_GROUPS]
+            compiled = self.compiled(conn, len(group))
+            fetched = _run(conn, compiled.sql, tuple(chain.from_iterable(map(compiled.values, group))), fetch=fetch)
+            returned += compiled.result(fetched)
+        return returned
+
+
+def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: bool = False) -> list[Any]:
+    """``sql`` on the DB-API cursor of ``conn``'s transaction (see the module's docstring); the rows it returned
+    if ``fetch``."""
+    if conn.engine.logger.isEnabledFor(logging.INFO):  # echo on, or SQLAlchemy's logging configured to show SQL
+        result = conn.exec_driver_sql(sql, params)
+        return result.all() if fetch else []
+    if not conn.in_transaction():
+        conn.begin()  # as SQLAlchemy would begin one itself
+    dbapi = conn.dialect.loaded_dbapi
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        for listener in conn.dispatch.before_cursor_execute:
+            sql, params = listener(conn, cursor, sql, params, None, many)
+        if many:
+            cursor.executemany(sql, params)
+        else:
+            cursor.execute(sql, params)
+        conn.dispatch.after_cursor_execute(conn, cursor, sql, params, None, many)
+        return cursor.fetchall() if fetch else []
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=conn.dialect, ismulti=many) from exc
+    finally:
+        cursor.close()
 
 
 _positional_dialects: dict[type[Dialect], Dialect] = {}

@@ -113,9 +113,9 @@ class Runtime:
                 results[token] = exc
         return results
 
-    def ingest(self, items: Sequence[IncomingEvent]) -> list[Outcome]:
-        outcomes = self.store.ingest(items, self.adapters, settle_seconds=self.settings.settle_seconds,
-                                     now=self.now())
+    def ingest(self, items: Sequence[IncomingEvent], now: datetime) -> list[Outcome]:
+        """Store ``items``, received at ``now``."""
+        outcomes = self.store.ingest(items, self.adapters, settle_seconds=self.settings.settle_seconds, now=now)
         self.worker.wake()
         return outcomes
 

@@ -101,7 +101,7 @@ def _supersede(kinds: tuple[str, ...]) -> DriverStatement:
 class RowBuffer:
     """The outbox writes of one ingest transaction, run together by ``flush()``: the supersedes (one
     executemany per set of vote types), then the state deliveries opened or joined (one multi-row upsert),
-    then the plain inserts (one executemany, with the coalesced skips the upsert revealed).
+    then the plain inserts (one multi-row insert, with the coalesced skips the upsert revealed).
 
     Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
     write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
@@ -144,23 +144,23 @@ class RowBuffer:
                 if pending["event_pk"] != row["event_pk"]:
                     # A pending delivery of this state exists: it will carry this change. Say so on the event.
                     self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending['id']})"})
-        _insert_rows.executemany(self.conn, self.rows)
+        _insert_rows.insert_many(self.conn, self.rows)
         self.rows, self.supersedes, self.opens, self.keys = [], {}, [], set()
 
 
 def enqueue(
     conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    *, state_changed: bool, now: datetime, settle_seconds: float, rows: RowBuffer | None = None,
+    event_pk: int, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer | None = None,
 ) -> None:
-    """Record what each provider should do about ``event``: a pending delivery, or a skip with its reason.
+    """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due at
+    ``due``, when its settle window ends), or a skip with its reason.
 
     Statements are prebuilt and run with parameters: this is on the request path of every event. Plain
     inserts go to ``rows`` when given (the caller flushes it), else are written at once.
     """
     buffer = rows or RowBuffer(conn)
-    due = now + timedelta(seconds=settle_seconds)
     base = {
-        "message_pk": message.pk, "user_id": user_id, "event_pk": event.pk, "attempts": 0,
+        "message_pk": message.pk, "user_id": user_id, "event_pk": event_pk, "attempts": 0,
         "created_at": now, "updated_at": now, "last_error": None,
     }
     stale: bool | None = None  # whether the vote an amendment names has been replaced since; asked once

@@ -37,6 +37,9 @@ class _SQLiteDateTimeText(SQLITE_DATETIME):
         return process
 
 
+_KEPT_TEXTS = 64  # a batch's distinct datetimes, with room for other threads'
+
+
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in, aware UTC datetimes out, whatever the backend stores."""
 
@@ -51,23 +54,25 @@ class UTCDateTime(TypeDecorator):
     def bind_processor(self, dialect):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        last: tuple[datetime | None, str | None] = (None, None)
+        texts: dict[int, tuple[datetime, str]] = {}  # id -> (the object, its text), of the last few converted
 
         # SQLAlchemy's stored text, by the C isoformat, in one call where the decorator's would be three (itself,
-        # process_bind_param, the impl's). An event's rows bind about fourteen datetimes, mostly one object (when
-        # the batch was received): the last one converted is remembered (read and replaced as one tuple, so
-        # threads sharing it never mix two up).
+        # process_bind_param, the impl's). A batch binds a few datetime objects hundreds of times (when it was
+        # received, when its deliveries fall due, when each event occurred): each one's text is kept under its
+        # id. The entry holds the object itself, so its id cannot be reused while the entry exists, and the
+        # identity check makes a lookup racing another thread's clear() a miss, never a wrong text.
         def process(value: datetime | None) -> str | None:
-            nonlocal last
             if value is None:
                 return None
-            seen, text = last
-            if value is seen:
-                return text
+            known = texts.get(id(value))
+            if known is not None and known[0] is value:
+                return known[1]
             if value.tzinfo is None:
                 raise ValueError("naive datetime given to a UTC column")
             text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-            last = (value, text)
+            if len(texts) >= _KEPT_TEXTS:
+                texts.clear()
+            texts[id(value)] = (value, text)
             return text
 
         return process

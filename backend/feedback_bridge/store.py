@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, bindparam, select, update
@@ -109,6 +109,7 @@ class Store:
         A duplicate event id (seen before, or twice in this batch) is stored once and enqueued once.
         """
         outcomes: list[Outcome] = []
+        due = now + timedelta(seconds=settle_seconds)
         with db.write(self.engine) as conn:
             # Every state row the batch touches is locked here, in one statement and one order for all
             # batches, so batches sharing rows queue up instead of deadlocking (PostgreSQL).
@@ -131,14 +132,13 @@ class Store:
                 if event_pk is None:
                     outcomes.append(Outcome(event.event_id, "duplicate"))
                     continue
-                stored = Event(**{**_event_kwargs(event), "pk": event_pk})
-                before, current[key] = current[key], apply_event(current[key], stored)
+                before, current[key] = current[key], apply_event(current[key], event)
                 changed = current[key] != before
                 if changed:
                     changed_keys.add(key)
                 outbox.enqueue(
-                    conn, adapters, item.message, item.user_id, stored,
-                    state_changed=changed, now=now, settle_seconds=settle_seconds, rows=rows,
+                    conn, adapters, item.message, item.user_id, event, event_pk,
+                    state_changed=changed, now=now, due=due, rows=rows,
                 )
                 outcomes.append(Outcome(event.event_id, "accepted"))
             rows.flush()
@@ -163,9 +163,10 @@ _insert_events_stmt = DriverStatement(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id),
     keys=EVENT_ROW_KEYS,
 )
+# An upsert of rows _lock_states made sure exist: one statement for them all, where an UPDATE runs once per row.
 _save_states_stmt = DriverStatement(
-    lambda dialect: update(states).where(_STATE_KEY).values({name: bindparam(name) for name in STATE_COLUMNS}),
-    keys=("key_pk", "key_user", *STATE_COLUMNS),
+    lambda dialect: db.insert_or_lock(dialect, states, ["message_pk", "user_id"], touch=STATE_COLUMNS),
+    keys=("message_pk", "user_id", *STATE_COLUMNS),
 )
 _select_amended = select(
     events.c.type, events.c.value, events.c.message_pk, events.c.user_id, events.c.amends
@@ -185,8 +186,8 @@ def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[in
 def _save_states(conn: Connection, changed: Mapping[tuple[int, str], FeedbackState]) -> None:
     """Write the final state of every changed row at once: nothing in the transaction reads them before."""
     if changed:
-        _save_states_stmt.executemany(conn, [
-            {"key_pk": pk, "key_user": user, **{name: getattr(state, name) for name in STATE_COLUMNS}}
+        _save_states_stmt.insert_many(conn, [
+            {"message_pk": pk, "user_id": user, **vars(state)}
             for (pk, user), state in changed.items()
         ])
 
@@ -223,10 +224,6 @@ def _check_amendment(conn: Connection, item: IncomingEvent) -> str | None:
     if row.value != event.value:
         return f"The amended rating has the value {row.value}; an amendment repeats it."
     return None
-
-
-def _event_kwargs(event: Event) -> dict[str, Any]:
-    return {f.name: getattr(event, f.name) for f in fields(Event)}
 
 
 def row_to_event(row: RowMapping) -> Event:
