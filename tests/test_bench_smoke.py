@@ -30,6 +30,17 @@ def test_the_delivery_benchmark_runs_and_delivers_everything() -> None:
     assert "median over 1 rounds" in result.stdout
 
 
+def test_the_instruction_count_benchmark_sends_its_requests() -> None:
+    """The part of ``bench/ingest_instructions.py`` valgrind runs (valgrind itself is not needed by the suite)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "backend"), str(ROOT / "bench")])}
+    for path in ("/floor-stored", "/feedback/events"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "ingest_instructions.py"), "--child", path, "--batch", "3",
+             "--requests", "2"], capture_output=True, text=True, timeout=120, env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, sqlite_url) -> None:
     """``/floor-stored`` is the ingest benchmark's plainest implementation of the same work: a thumbs up and
     then a thumbs down on an answer (and the thumbs down again) must be answered as ``/feedback/events``
