@@ -6,16 +6,16 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, insert, select, text, update
+from sqlalchemy import bindparam, create_engine, insert, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.exc import IntegrityError
 
-from conftest import runtime
+from conftest import register, runtime
 from feedback_bridge import db as fdb
 from feedback_bridge.driver_sql import MAX_GROUPS, DriverStatement
 from feedback_bridge.schema import UTCDateTime, messages, outbox, states
-from support import statements_run
+from support import RecordingAdapter, event, post_events, statements_run
 
 KEYS = ("provider", "kind", "message_pk", "user_id", "status", "attempts", "next_attempt_at", "created_at",
         "updated_at", "last_error")
@@ -193,3 +193,30 @@ def test_outside_a_transaction_driver_sql_begins_one_as_sqlalchemy_would(engine)
         conn.rollback()
     with fdb.read(engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 0
+
+
+def test_a_postgresql_connection_lost_mid_ingest_refuses_the_batch_and_the_next_one_is_stored(make_app, pg_url) -> None:
+    """Driver SQL raises the driver's error itself: the batch must still be refused whole, and the next one stored,
+    on another connection."""
+    app = make_app(FEEDBACK_DATABASE_URL=pg_url, FEEDBACK_PROVIDERS={"ev": RecordingAdapter("ev", mode="event")})
+    engine, token = runtime(app).engine, register(app)
+    killer = create_engine(pg_url)
+    inserted_by: list[int] = []
+
+    def kill_the_first_insert(conn, cursor, statement, *_args) -> None:
+        if statement.startswith("INSERT INTO feedback_events"):
+            inserted_by.append(pid := conn.connection.dbapi_connection.info.backend_pid)
+            if len(inserted_by) == 1:
+                with killer.connect() as other:
+                    other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    sa_event.listen(engine, "before_cursor_execute", kill_the_first_insert)
+    lost = app.test_client().post("/feedback/events", json={"events": [event("thumbs_up", token)]})
+    assert lost.status_code == 500, lost.json
+    post_events(app, event("thumbs_down", token))
+    sa_event.remove(engine, "before_cursor_execute", kill_the_first_insert)
+    assert len(inserted_by) == 2 and inserted_by[0] != inserted_by[1]
+    with fdb.read(engine) as conn:
+        assert conn.execute(select(outbox.c.status)).scalars().all() == ["pending"]
+        assert conn.execute(text("SELECT type FROM feedback_events")).scalars().all() == ["thumbs_down"]
+    killer.dispose()
