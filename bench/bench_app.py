@@ -21,9 +21,11 @@ once as an event provider, so every event writes both kinds of outbox rows.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
+import re
 from datetime import datetime, timezone
 
 from flask import Flask, jsonify, request
@@ -124,7 +126,9 @@ def _store_directly(conn, items) -> set[str]:
     stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now  # as UTCDateTime binds
 
     def run(text: str, params: list, many: bool = False) -> list:
-        text = text if sqlite else text.replace("?", "%s")
+        if not sqlite:  # PostgreSQL's own $1, $2 ... for psycopg's RawCursor, as the bridge's driver SQL sends them
+            numbers = itertools.count(1)
+            text = re.sub(r"\?", lambda _: f"${next(numbers)}", text)
         if many:
             cursor.executemany(text, params)
             return []
@@ -134,7 +138,10 @@ def _store_directly(conn, items) -> set[str]:
     def rows_of(width: int) -> str:
         return ", ".join(["(" + ", ".join(["?"] * width) + ")"] * len(items))
 
-    cursor = conn.connection.cursor()  # the DB-API cursor of this transaction's connection
+    # The DB-API cursor of this transaction's connection; psycopg's RawCursor does not parse the statement for
+    # placeholders (its default cursor does, on every call for statements of more than 50 parameters).
+    connection = conn.connection.dbapi_connection
+    cursor = connection.cursor() if sqlite else conn.dialect.loaded_dbapi.RawCursor(connection)
     pks = {event_id: pk for pk, event_id in run(_INSERT_EVENTS.format(values=rows_of(6)), [
         value for event, message, user in items
         for value in (event["id"], message.pk, user, event["type"], stamp, stamp)])}

@@ -41,12 +41,12 @@ def test_the_instruction_count_benchmark_sends_its_requests() -> None:
         assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, sqlite_url) -> None:
+def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, database_url) -> None:
     """``/floor-stored`` is the ingest benchmark's plainest implementation of the same work: a thumbs up and
     then a thumbs down on an answer (and the thumbs down again) must be answered as ``/feedback/events``
     answers them and leave the same rows in every table, or the floor measures something else."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    monkeypatch.setenv("BENCH_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BENCH_DATABASE_URL", database_url)
     monkeypatch.setenv("BENCH_INSTANCE", str(tmp_path))
     from bench_app import create_app
 

@@ -10,7 +10,7 @@ The cursor is the transaction's own, called as ``exec_driver_sql`` would call it
 and result objects SQLAlchemy builds around each call (a seventh of a single event's CPU, for its six
 statements): ``before_cursor_execute`` and ``after_cursor_execute`` listeners are still called (with no context),
 driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, and an engine that logs its SQL (``echo``, or
-the ``sqlalchemy.engine`` logger at INFO) takes SQLAlchemy's own path, which logs the statements.
+the ``sqlalchemy.engine`` logger at INFO) logs these statements and their parameters too.
 """
 
 from __future__ import annotations
@@ -105,12 +105,14 @@ class DriverStatement:
         self._compiled: dict[tuple[type[Dialect], int], _Compiled] = {}
 
     def _dialect(self, conn: Connection) -> Dialect:
+        """The dialect to compile with: positional parameters (tuples are cheaper than dicts); for psycopg,
+        PostgreSQL's own ``$n``, which its ``RawCursor`` takes (see ``_cursor``)."""
         dialect = conn.dialect
-        if dialect.positional:
+        if dialect.positional and dialect.driver != "psycopg":
             return dialect
-        # psycopg's own style is named; its driver takes positional %s just as well, and tuples are cheaper.
         if type(dialect) not in _positional_dialects:
-            _positional_dialects[type(dialect)] = type(dialect)(paramstyle="format")
+            style = "numeric_dollar" if dialect.driver == "psycopg" else "format"
+            _positional_dialects[type(dialect)] = type(dialect)(paramstyle=style)
         return _positional_dialects[type(dialect)]
 
     def compiled(self, conn: Connection, rows: int) -> _Compiled:
@@ -162,16 +164,17 @@ class DriverStatement:
 def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: bool = False) -> list[Any]:
     """``sql`` on the DB-API cursor of ``conn``'s transaction (see the module's docstring); the rows it returned
     if ``fetch``."""
-    if conn.engine.logger.isEnabledFor(logging.INFO):  # echo on, or SQLAlchemy's logging configured to show SQL
-        result = conn.exec_driver_sql(sql, params)
-        return result.all() if fetch else []
     if not conn.in_transaction():
         conn.begin()  # as SQLAlchemy would begin one itself
     dbapi = conn.dialect.loaded_dbapi
-    cursor = conn.connection.dbapi_connection.cursor()
+    cursor = _cursor(conn)
     try:
         for listener in conn.dispatch.before_cursor_execute:
             sql, params = listener(conn, cursor, sql, params, None, many)
+        logger = conn.engine.logger
+        if logger.isEnabledFor(logging.INFO):  # echo on, or SQLAlchemy's logging configured to show SQL
+            logger.info(sql)
+            logger.info("[driver SQL] %r", params)
         if many:
             cursor.executemany(sql, params)
         else:
@@ -182,6 +185,16 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
         raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=conn.dialect, ismulti=many) from exc
     finally:
         cursor.close()
+
+
+def _cursor(conn: Connection) -> Any:
+    dbapi_connection = conn.connection.dbapi_connection
+    if conn.dialect.driver == "psycopg":
+        # psycopg finds %s placeholders with a regular expression and keeps the result only for statements of up
+        # to 50 parameters: a multi-row INSERT was parsed again on every call, a fifth of a batch's instructions.
+        # Its RawCursor sends PostgreSQL's own $n placeholders as they are.
+        return conn.dialect.loaded_dbapi.RawCursor(dbapi_connection)
+    return dbapi_connection.cursor()
 
 
 _positional_dialects: dict[type[Dialect], Dialect] = {}
