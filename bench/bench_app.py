@@ -21,6 +21,7 @@ once as an event provider, so every event writes both kinds of outbox rows.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -116,6 +117,13 @@ _SAVE_STATE = (
     "vote_event_id = excluded.vote_event_id, updated_at = excluded.updated_at")
 
 
+@functools.cache  # a statement per batch size: numbered once, as the bridge compiles its statements once
+def _numbered(text: str) -> str:
+    """``text`` with PostgreSQL's own $1, $2 ... for psycopg's RawCursor, as the bridge's driver SQL sends them."""
+    numbers = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(numbers)}", text)
+
+
 def _store_directly(conn, items) -> set[str]:
     """The rows ingest writes for ``items``, (validated event, message, user id) of thumbs up or down with each
     message once, as the benchmarks send them: the event; earlier pending votes to the event provider skipped,
@@ -126,9 +134,7 @@ def _store_directly(conn, items) -> set[str]:
     stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else now  # as UTCDateTime binds
 
     def run(text: str, params: list, many: bool = False) -> list:
-        if not sqlite:  # PostgreSQL's own $1, $2 ... for psycopg's RawCursor, as the bridge's driver SQL sends them
-            numbers = itertools.count(1)
-            text = re.sub(r"\?", lambda _: f"${next(numbers)}", text)
+        text = text if sqlite else _numbered(text)
         if many:
             cursor.executemany(text, params)
             return []

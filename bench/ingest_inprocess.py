@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 
 from bench_app import _floor_metadata, create_app
 from flask import Flask
@@ -46,14 +47,19 @@ def build_app(database_url: str) -> tuple[Flask, list[str]]:
 PATHS = ("/floor", "/floor-checked", "/floor-stored", "/feedback/events")
 
 
+def body(tokens: list[str], n: int, batch: int, new_id: Callable[[], str] = lambda: str(uuid.uuid4())) -> dict:
+    """Request ``n``'s body: ``batch`` thumbs up and down in turn, each on the next of ``tokens``' messages."""
+    return {"events": [{"id": new_id(), "type": "thumbs_up" if (n + i) % 2 else "thumbs_down",
+                        "token": tokens[(n * batch + i) % len(tokens)]} for i in range(batch)]}
+
+
 def run(app: Flask, path: str, tokens: list[str], requests: int, batch: int) -> tuple[float, float]:
     client = app.test_client()
     latencies = []
     for n in range(requests):
-        body = {"events": [{"id": str(uuid.uuid4()), "type": "thumbs_up" if (n + i) % 2 else "thumbs_down",
-                            "token": tokens[(n * batch + i) % len(tokens)]} for i in range(batch)]}
+        body_n = body(tokens, n, batch)
         start = time.perf_counter()
-        response = client.post(path, json=body)
+        response = client.post(path, json=body_n)
         latencies.append(time.perf_counter() - start)
         assert response.status_code == 200, response.get_data(as_text=True)
     events_per_second = requests * batch / sum(latencies)

@@ -28,14 +28,12 @@ WARM_UP = 100
 
 def send(path: str, batch: int, requests: int, database_url: str | None) -> None:
     """In the child: the warm-up, then ``requests`` requests of ``batch`` events to ``path``."""
-    from ingest_inprocess import build_app
+    from ingest_inprocess import body, build_app
 
     app, tokens = build_app(database_url or f"sqlite:///{tempfile.mkdtemp()}/bench.sqlite3")
     client, rng = app.test_client(), random.Random(7)
     for n in range(WARM_UP + requests):
-        body = {"events": [{"id": f"{rng.getrandbits(128):032x}", "type": "thumbs_up" if (n + i) % 2 else "thumbs_down",
-                            "token": tokens[(n * batch + i) % len(tokens)]} for i in range(batch)]}
-        response = client.post(path, json=body)
+        response = client.post(path, json=body(tokens, n, batch, new_id=lambda: f"{rng.getrandbits(128):032x}"))
         assert response.status_code == 200, response.get_data(as_text=True)
     app.extensions["feedback_bridge"].close()
 

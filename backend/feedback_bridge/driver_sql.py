@@ -7,7 +7,7 @@ statement once per dialect (and row count), with positional parameters, and hand
 values are converted only where their column's type has a processor (the UTC datetimes), by that processor.
 
 The cursor is the transaction's own, called as ``exec_driver_sql`` would call it, without the execution context
-and result objects SQLAlchemy builds around each call (a seventh of a single event's CPU, for its six
+and result objects SQLAlchemy builds around each call (a ninth of a single event's instructions, for its six
 statements): ``before_cursor_execute`` and ``after_cursor_execute`` listeners are still called (with no context),
 driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, and an engine that logs its SQL (``echo``, or
 the ``sqlalchemy.engine`` logger at INFO) logs these statements and their parameters too.

@@ -202,8 +202,8 @@ def _event_row(item: IncomingEvent, now: datetime) -> dict[str, Any]:
 
 
 def _insert_events(conn: Connection, items: Sequence[IncomingEvent], now: datetime) -> dict[str, int]:
-    """Insert events in one statement, in batch order (ids ascend with it); the first row of each new event
-    id wins, as it would one by one. ``{event_id: pk}`` of the rows inserted."""
+    """Insert events in multi-row statements, in batch order (ids ascend with it); the first row of each new
+    event id wins, as it would one by one. ``{event_id: pk}`` of the rows inserted."""
     rows = _insert_events_stmt.insert_returning(conn, [_event_row(item, now) for item in items])
     return {row["event_id"]: row["id"] for row in rows}
 
