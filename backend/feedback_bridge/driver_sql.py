@@ -161,6 +161,11 @@ class DriverStatement:
         return returned
 
 
+def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    """The rows of a query in the driver's own SQL and placeholders, run as a ``DriverStatement`` is."""
+    return _run(conn, sql, params, fetch=True)
+
+
 def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: bool = False) -> list[Any]:
     """``sql`` on the DB-API cursor of ``conn``'s transaction (see the module's docstring); the rows it returned
     if ``fetch``."""

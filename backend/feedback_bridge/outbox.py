@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -98,6 +99,12 @@ def _supersede(kinds: tuple[str, ...]) -> DriverStatement:
     return _supersede_by_kinds[kinds]
 
 
+class Unstored(NamedTuple):
+    """The row id of an event not inserted yet, in the rows of a batch planned before its transaction."""
+
+    event_id: str
+
+
 class RowBuffer:
     """The outbox writes of one ingest transaction, run together by ``flush()``: the supersedes (one
     executemany per set of vote types), then the state deliveries opened or joined (one multi-row upsert),
@@ -106,13 +113,15 @@ class RowBuffer:
     Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
     write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
     with writes waiting here; the writes of different ones may wait until the end of the batch.
+
+    Without a connection (a batch planned before its transaction) each flush is kept, in order, and run by
+    ``write(conn, event_pks)``, which first puts each event's stored row id where its rows hold an ``Unstored``.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | None) -> None:
         self.conn = conn
-        self.rows: list[dict[str, Any]] = []
-        self.supersedes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        self.opens: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (upsert row, its skip if coalesced)
+        self.planned: list[_Writes] = []
+        self._writes = _Writes([], {}, [])
         self.keys: set[tuple[int, str]] = set()
 
     def before(self, key: tuple[int, str]) -> None:
@@ -120,37 +129,60 @@ class RowBuffer:
             self.flush()
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
+        self._writes.rows.append(row)
         self.keys.add((row["message_pk"], row["user_id"]))
 
     def supersede(self, kinds: tuple[str, ...], params: dict[str, Any]) -> None:
-        self.supersedes.setdefault(kinds, []).append(params)
+        self._writes.supersedes.setdefault(kinds, []).append(params)
         self.keys.add((params["k_message"], params["k_user"]))
 
     def open_state(self, row: dict[str, Any], coalesced: dict[str, Any]) -> None:
-        self.opens.append((row, coalesced))
+        self._writes.opens.append((row, coalesced))
         self.keys.add((row["message_pk"], row["user_id"]))
 
     def flush(self) -> None:
+        if self.conn is None:
+            self.planned.append(self._writes)
+        else:
+            self._writes.run(self.conn)
+        self._writes, self.keys = _Writes([], {}, []), set()
+
+    def write(self, conn: Connection, event_pks: Mapping[str, int]) -> None:
+        """Run what is planned or waiting, on ``conn``; ``event_pks``: the stored row id of each planned event."""
+        self.flush()
+        for writes in self.planned:
+            for row in chain(writes.rows, chain.from_iterable(writes.opens)):
+                if type(row["event_pk"]) is Unstored:
+                    row["event_pk"] = event_pks[row["event_pk"].event_id]
+            writes.run(conn)
+        self.planned = []
+
+
+class _Writes(NamedTuple):
+    rows: list[dict[str, Any]]
+    supersedes: dict[tuple[str, ...], list[dict[str, Any]]]
+    opens: list[tuple[dict[str, Any], dict[str, Any]]]  # (upsert row, its skip if coalesced)
+
+    def run(self, conn: Connection) -> None:
         for kinds, params in self.supersedes.items():
-            _supersede(kinds).executemany(self.conn, params)
+            _supersede(kinds).executemany(conn, params)
+        rows = self.rows
         if self.opens:
             # Opens the pending delivery of each state, or joins (and locks, until this transaction commits)
             # the one already open, so no worker claims it before it can see this change.
             opened = {r["coalesce_key"]: r for r in _open_state_deliveries.insert_returning(
-                self.conn, [row for row, _ in self.opens])}
+                conn, [row for row, _ in self.opens])}
             for row, coalesced in self.opens:
                 pending = opened[row["coalesce_key"]]
                 if pending["event_pk"] != row["event_pk"]:
                     # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                    self.rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending['id']})"})
-        _insert_rows.insert_many(self.conn, self.rows)
-        self.rows, self.supersedes, self.opens, self.keys = [], {}, [], set()
+                    rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending['id']})"})
+        _insert_rows.insert_many(conn, rows)
 
 
 def enqueue(
-    conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    event_pk: int, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer | None = None,
+    conn: Connection | None, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
+    event_pk: int | Unstored, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer | None = None,
 ) -> None:
     """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due at
     ``due``, when its settle window ends), or a skip with its reason.
@@ -169,6 +201,7 @@ def enqueue(
         if reason is None and adapter.mode == "state" and not state_changed:
             reason = UNCHANGED_STATE
         if reason is None and adapter.mode == "event" and event.amends:
+            assert conn is not None, "a batch with amendments is planned in its transaction"
             if stale is None:
                 replaced_by = [str(kind) for kind, replaces in _SUPERSEDES.items() if str(event.type) in replaces]
                 stale = conn.execute(_vote_replaced, {

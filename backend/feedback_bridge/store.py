@@ -8,13 +8,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, RowMapping, bindparam, select, update
+from sqlalchemy.engine import Dialect
 
 from . import db, outbox
-from .driver_sql import DriverStatement
+from .driver_sql import DriverStatement, fetch_all
 from .models import Event, EventType, FeedbackState, Message, apply_event
 from .providers import ProviderAdapter
 from .schema import events, messages, states
 
+Key = tuple[int, str]  # a state's: (message row id, user id)
 STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
 
 
@@ -47,6 +49,7 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._read_one = db.single_statement_reader(engine)
+        self._sqlite_states = _SQLiteStates(engine.dialect) if engine.dialect.name == "sqlite" else None
 
     def create_tables(self) -> None:
         db.create_all(self.engine)
@@ -107,43 +110,125 @@ class Store:
         """Append events, update states and enqueue deliveries in one transaction.
 
         A duplicate event id (seen before, or twice in this batch) is stored once and enqueued once.
+
+        On SQLite every other writer waits while one holds the write lock, so a batch of new events is planned
+        before it is taken (see ``_SQLiteStates``) and written under it if its states are still those it was
+        planned from and its events were all new; otherwise it is planned again under the lock, as it always is
+        on PostgreSQL, where writers wait only for the rows they share, and for a single event, which has little
+        to move out of the lock.
         """
-        outcomes: list[Outcome] = []
         due = now + timedelta(seconds=settle_seconds)
+        keys = sorted({(i.message.pk, i.user_id) for i in items})
+        plan, seen = None, None
+        if self._sqlite_states and len(items) > 1 and not any(i.event.amends for i in items) \
+                and len({i.event.event_id for i in items}) == len(items):
+            with self._read_one() as conn:
+                seen = self._sqlite_states.rows(conn, keys)
+            plan = _plan(None, items, self._sqlite_states.states(seen, keys), adapters, now, due, {})
         with db.write(self.engine) as conn:
+            stored_pks = None
+            if plan is not None and self._sqlite_states.rows(conn, keys) == seen:
+                stored_pks = _insert_events(conn, items, now)
+                if len(stored_pks) == len(items):
+                    return plan.write(conn, stored_pks)
             # Every state row the batch touches is locked here, in one statement and one order for all
             # batches, so batches sharing rows queue up instead of deadlocking (PostgreSQL).
-            current = _lock_states(conn, sorted({(i.message.pk, i.user_id) for i in items}))
-            changed_keys: set[tuple[int, str]] = set()
-            stored_pks = _insert_events(conn, items, now) if not any(i.event.amends for i in items) else None
-            rows = outbox.RowBuffer(conn)
-            for item in items:
-                event = item.event
-                key = (item.message.pk, item.user_id)
-                rows.before(key)
-                if stored_pks is None:
-                    problem = _check_amendment(conn, item)
-                    if problem:
-                        outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
-                        continue
-                    event_pk = _insert_events(conn, [item], now).get(event.event_id)
-                else:
-                    event_pk = stored_pks.pop(event.event_id, None)  # a repeat within the batch finds none
-                if event_pk is None:
-                    outcomes.append(Outcome(event.event_id, "duplicate"))
-                    continue
-                before, current[key] = current[key], apply_event(current[key], event)
-                changed = current[key] != before
-                if changed:
-                    changed_keys.add(key)
-                outbox.enqueue(
-                    conn, adapters, item.message, item.user_id, event, event_pk,
-                    state_changed=changed, now=now, due=due, rows=rows,
-                )
-                outcomes.append(Outcome(event.event_id, "accepted"))
-            rows.flush()
-            _save_states(conn, {key: current[key] for key in changed_keys})
-        return outcomes
+            current = _lock_states(conn, keys)
+            if stored_pks is None and not any(i.event.amends for i in items):
+                stored_pks = _insert_events(conn, items, now)
+            return _plan(conn, items, current, adapters, now, due, stored_pks).write(conn, {})
+
+
+@dataclass
+class _Plan:
+    """What a batch writes after its events: the outbox rows (a ``RowBuffer``) and the states that changed."""
+
+    states: dict[Key, FeedbackState]
+    changed: set[Key]
+    rows: outbox.RowBuffer
+    outcomes: list[Outcome]
+
+    def write(self, conn: Connection, event_pks: Mapping[str, int]) -> list[Outcome]:
+        """Write the rows and states (``event_pks``: the stored row id of each event of a plan made without a
+        connection) and return the events' outcomes."""
+        self.rows.write(conn, event_pks)
+        _save_states(conn, {key: self.states[key] for key in self.changed})
+        return self.outcomes
+
+
+class _SQLiteStates:
+    """The state rows of a batch's messages as the driver reads them (times as stored texts): read before the write
+    lock to plan the batch from, and again under it to compare, which costs little where converting them into
+    states again would not."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._sql: dict[int, str] = {}  # by the number of messages: at most the largest batch
+        self._converts = [(i, convert) for i, name in enumerate(STATE_COLUMNS)
+                          if (convert := states.c[name].type.dialect_impl(dialect).result_processor(dialect, None))]
+
+    def rows(self, conn: Connection, keys: Sequence[Key]) -> list[tuple[Any, ...]]:
+        pks = sorted({pk for pk, _ in keys})
+        sql = self._sql.get(len(pks))
+        if sql is None:
+            marks = [bindparam(f"pk_{i}") for i in range(len(pks))]
+            statement = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS])
+            statement = statement.where(states.c.message_pk.in_(marks)).order_by(states.c.message_pk, states.c.user_id)
+            sql = self._sql[len(pks)] = statement.compile(dialect=self.dialect).string
+        return fetch_all(conn, sql, pks)
+
+    def states(self, rows: list[tuple[Any, ...]], keys: Sequence[Key]) -> dict[Key, FeedbackState]:
+        found = {}
+        for row in rows:
+            values = list(row[2:])
+            for position, convert in self._converts:
+                values[position] = convert(values[position])
+            found[(row[0], row[1])] = FeedbackState(*values)
+        return {key: found.get(key, FeedbackState()) for key in keys}
+
+
+def _plan(
+    conn: Connection | None, items: Sequence[IncomingEvent], states: Mapping[Key, FeedbackState],
+    adapters: Mapping[str, ProviderAdapter], now: datetime, due: datetime, stored_pks: dict[str, int] | None,
+) -> _Plan:
+    """Fold ``items`` into ``states`` and plan their deliveries.
+
+    - ``conn`` None (before the transaction): every event is taken as new, and the rows name each event by its id
+      until ``RowBuffer.write`` is given the stored ones.
+    - ``stored_pks`` given: ``{event_id: pk}`` of the events the transaction inserted; one not there is a duplicate.
+    - ``stored_pks`` None (a batch with amendments): each event is checked and inserted in turn.
+    """
+    plan = _Plan(dict(states), set(), outbox.RowBuffer(conn), [])
+    current = plan.states
+    pks = None if stored_pks is None else dict(stored_pks)
+    for item in items:
+        event = item.event
+        key = (item.message.pk, item.user_id)
+        plan.rows.before(key)
+        if conn is None:
+            event_pk: int | outbox.Unstored | None = outbox.Unstored(event.event_id)
+        elif pks is None:
+            problem = _check_amendment(conn, item)
+            if problem:
+                plan.outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
+                continue
+            event_pk = _insert_events(conn, [item], now).get(event.event_id)
+        else:
+            event_pk = pks.pop(event.event_id, None)  # a repeat within the batch finds none
+        if event_pk is None:
+            plan.outcomes.append(Outcome(event.event_id, "duplicate"))
+            continue
+        before, current[key] = current[key], apply_event(current[key], event)
+        changed = current[key] != before
+        if changed:
+            plan.changed.add(key)
+        outbox.enqueue(
+            conn, adapters, item.message, item.user_id, event, event_pk,
+            state_changed=changed, now=now, due=due, rows=plan.rows,
+        )
+        plan.outcomes.append(Outcome(event.event_id, "accepted"))
+    return plan
+
 
 _select_message = select(messages).where(messages.c.id == bindparam("pk"))
 SELECT_MESSAGES = select(messages).where(messages.c.id.in_(bindparam("pks", expanding=True)))
@@ -173,7 +258,7 @@ _select_amended = select(
 ).where(events.c.event_id == bindparam("amends"))
 
 
-def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[int, str], FeedbackState]:
+def _lock_states(conn: Connection, keys: list[Key]) -> dict[Key, FeedbackState]:
     """Create the missing state rows and lock all of them, in ``keys`` order, with one statement: an upsert
     whose no-op update takes the row lock (as SELECT ... FOR UPDATE would) and returns the current row."""
     rows = _lock_states_stmt.insert_returning(conn, [
@@ -183,7 +268,7 @@ def _lock_states(conn: Connection, keys: list[tuple[int, str]]) -> dict[tuple[in
     return {key: found[key] for key in keys}
 
 
-def _save_states(conn: Connection, changed: Mapping[tuple[int, str], FeedbackState]) -> None:
+def _save_states(conn: Connection, changed: Mapping[Key, FeedbackState]) -> None:
     """Write the final state of every changed row at once: nothing in the transaction reads them before."""
     if changed:
         _save_states_stmt.insert_many(conn, [
