@@ -169,7 +169,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None, help="write every run to this file")
+    parser.add_argument("--endpoints", type=lambda text: text.split(","), default=list(ENDPOINTS),
+                        help=f"comma-separated, of {', '.join(ENDPOINTS)} (default: all; events always)")
+    parser.add_argument("--batches", type=lambda text: [int(n) for n in text.split(",")], default=[1, 20],
+                        help="events per request, comma-separated (default: 1,20)")
     args = parser.parse_args()
+    if unknown := set(args.endpoints) - set(ENDPOINTS):
+        parser.error(f"unknown endpoints: {', '.join(sorted(unknown))}")
+    args.endpoints = [name for name in ENDPOINTS if name in args.endpoints or name == "events"]
 
     instance = tempfile.mkdtemp(prefix="feedback-bench-")
     url = args.database_url or f"sqlite:///{instance}/bench.sqlite3"
@@ -191,9 +198,9 @@ def main() -> None:
         for round_no in range(args.rounds):
             load_before = os.getloadavg()[0]
             # Each round starts at another endpoint, so none always runs first (after a pause, or an ANALYZE).
-            names = list(ENDPOINTS)
+            names = args.endpoints
             names = names[round_no % len(names):] + names[:round_no % len(names)]
-            for batch in (1, 20):
+            for batch in args.batches:
                 for name in names:
                     path = ENDPOINTS[name]
                     if name == "events":
@@ -231,8 +238,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
           f"{min(r['loadavg_1m'] for r in runs):.2f} to {max(r['loadavg_1m'] for r in runs):.2f}, machine "
           f"{machine()['loadavg'][0]:.2f} now)")
     print("| endpoint | batch | events/s | p50 ms | p99 ms | server CPU ms/event |\n|---|---|---|---|---|---|")
-    for batch in (1, 20):
-        for name in ENDPOINTS:
+    for batch in args.batches:
+        for name in args.endpoints:
             print(f"| {name} | {batch} | {med(pick(name, batch, 'events_per_s')):.0f} | "
                   f"{med(pick(name, batch, 'p50_ms')):.2f} | {med(pick(name, batch, 'p99_ms')):.2f} | "
                   f"{med(pick(name, batch, 'cpu_ms_per_event')):.3f} |")
@@ -241,12 +248,14 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
         return med([x / y for x, y in zip(a, b, strict=True)])
 
     print("\nmedian of per-round ratios:")
-    for batch in (1, 20):
-        for floor in ("floor", "floor-checked", "floor-commit", "floor-stored"):
+    for batch in args.batches:
+        for floor in [name for name in args.endpoints if name != "events"]:
             rate = ratio(pick("events", batch, "events_per_s"), pick(floor, batch, "events_per_s"))
             p99 = ratio(pick("events", batch, "p99_ms"), pick(floor, batch, "p99_ms"))
             print(f"- batch {batch}: events/s {rate:.0%} of {floor}'s, p99 {p99:.2f}x {floor}'s")
-    for name in ("events", "floor-stored", "floor-checked"):
+    for name in [name for name in ("events", "floor-stored", "floor-checked") if name in args.endpoints]:
+        if not {1, 20} <= set(args.batches):
+            break
         speedup = ratio(pick(name, 20, "events_per_s"), pick(name, 1, "events_per_s"))
         print(f"- {name}, batches of 20: {speedup:.1f}x the events/s of single posts")
 

@@ -41,6 +41,17 @@ def test_the_instruction_count_benchmark_sends_its_requests() -> None:
         assert result.returncode == 0, result.stderr[-3000:]
 
 
+def test_the_lock_benchmark_times_one_write_transaction_per_request() -> None:
+    """``bench/ingest_lock.py`` checks on its own that it timed one held write gate per request."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "backend"), str(ROOT / "bench")])}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ingest_lock.py"), "--batch", "3", "--requests", "3", "--rounds", "2"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "/feedback/events holds the lock" in result.stdout, result.stdout
+
+
 def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, database_url) -> None:
     """``/floor-stored`` is the ingest benchmark's plainest implementation of the same work: a thumbs up and
     then a thumbs down on an answer (and the thumbs down again) must be answered as ``/feedback/events``
