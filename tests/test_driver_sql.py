@@ -156,6 +156,28 @@ def test_cursor_listeners_see_each_statement_and_driver_errors_arrive_as_sqlalch
         assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 2
 
 
+class Refused(Exception):
+    """What an application's ``handle_error`` listener may turn a database error into."""
+
+
+def test_handle_error_listeners_see_driver_sql_errors_and_may_replace_them(engine) -> None:
+    seen: list[tuple[str, type]] = []
+
+    def translate(context):
+        seen.append((context.statement, type(context.sqlalchemy_exception)))
+        return Refused(str(context.original_exception))
+
+    sa_event.listen(engine, "handle_error", translate)
+    statement = DriverStatement(lambda dialect: insert(outbox), KEYS)
+    with pytest.raises(Refused), fdb.write(engine) as conn:  # no such message: a foreign key
+        statement.insert_many(conn, [delivery(99, datetime.now(timezone.utc))])
+    sa_event.remove(engine, "handle_error", translate)
+    assert len(seen) == 1 and seen[0][0].startswith("INSERT INTO feedback_outbox")
+    assert issubclass(seen[0][1], IntegrityError)
+    with pytest.raises(IntegrityError), fdb.write(engine) as conn:  # without the listener: SQLAlchemy's type
+        statement.insert_many(conn, [delivery(99, datetime.now(timezone.utc))])
+
+
 @pytest.mark.parametrize("echo", [True, False], ids=["echo", "logging-configured"])
 def test_an_engine_that_logs_its_sql_logs_driver_sql_too(make_app, database_url, caplog, echo) -> None:
     engine = runtime(make_app(FEEDBACK_DATABASE_URL=database_url, FEEDBACK_ENGINE_OPTIONS={"echo": echo})).engine
@@ -210,9 +232,14 @@ def test_a_postgresql_connection_lost_mid_ingest_refuses_the_batch_and_the_next_
                 with killer.connect() as other:
                     other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
+    failures: list[tuple[str, bool]] = []
     sa_event.listen(engine, "before_cursor_execute", kill_the_first_insert)
+    sa_event.listen(engine, "handle_error",
+                    lambda context: failures.append((context.statement or "", context.is_disconnect)))
     lost = app.test_client().post("/feedback/events", json={"events": [event("thumbs_up", token)]})
     assert lost.status_code == 500, lost.json
+    # The insert's failure is handled as SQLAlchemy handles a lost connection: invalidated, not pooled again.
+    assert failures[0][0].startswith("INSERT INTO feedback_events") and failures[0][1], failures
     post_events(app, event("thumbs_down", token))
     sa_event.remove(engine, "before_cursor_execute", kill_the_first_insert)
     assert len(inserted_by) == 2 and inserted_by[0] != inserted_by[1]
