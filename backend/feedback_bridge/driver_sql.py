@@ -186,11 +186,10 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
         conn.dispatch.after_cursor_execute(conn, cursor, sql, params, None, many)
         return cursor.fetchall() if fetch else []
     except BaseException as exc:  # as SQLAlchemy's own execution catches
-        # SQLAlchemy's handling of a failed statement: ``handle_error`` listeners, a lost connection invalidated
-        # (with the pool's other connections of that age), the error raised as its DBAPIError type. A private
-        # method, in every release since 1.4; the tests hold it to what it does.
+        # SQLAlchemy's handling of a failed statement, which raises: ``handle_error`` listeners, a lost connection
+        # invalidated (with the pool's other connections of that age), the error raised as its DBAPIError type. A
+        # private method (read in 2.1, as its own ``_cursor_execute`` calls it): the tests hold it to what it does.
         conn._handle_dbapi_exception(exc, sql, params, cursor, None)
-        raise  # not reached: it raises
     finally:
         cursor.close()
 

@@ -182,15 +182,14 @@ class _Writes(NamedTuple):
 
 def enqueue(
     conn: Connection | None, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    event_pk: int | Unstored, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer | None = None,
+    event_pk: int | Unstored, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer,
 ) -> None:
     """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due at
     ``due``, when its settle window ends), or a skip with its reason.
 
-    Statements are prebuilt and run with parameters: this is on the request path of every event. Plain
-    inserts go to ``rows`` when given (the caller flushes it), else are written at once.
+    Statements are prebuilt and run with parameters: this is on the request path of every event. The writes go
+    to ``rows``, which the caller runs; ``conn`` is read only for amendments.
     """
-    buffer = rows or RowBuffer(conn)
     base = {
         "message_pk": message.pk, "user_id": user_id, "event_pk": event_pk, "attempts": 0,
         "created_at": now, "updated_at": now, "last_error": None,
@@ -213,18 +212,16 @@ def enqueue(
                 reason = MERGED
         row = {**base, "provider": name, "kind": adapter.mode}
         if reason is not None:
-            buffer.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
+            rows.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
         elif adapter.mode == "state":
-            buffer.open_state({**row, "status": PENDING, "next_attempt_at": due,
-                               "coalesce_key": coalesce_key(name, message.pk, user_id)},
-                              {**row, "status": SKIPPED, "next_attempt_at": now})
+            rows.open_state({**row, "status": PENDING, "next_attempt_at": due,
+                             "coalesce_key": coalesce_key(name, message.pk, user_id)},
+                            {**row, "status": SKIPPED, "next_attempt_at": now})
         else:
             if event.amends is None and event.type in _SUPERSEDES:
-                buffer.supersede(_SUPERSEDES[event.type], {"k_provider": name, "k_message": message.pk,
-                                                           "k_user": user_id, "k_now": now})
-            buffer.add({**row, "status": PENDING, "next_attempt_at": due})
-    if rows is None:
-        buffer.flush()
+                rows.supersede(_SUPERSEDES[event.type], {"k_provider": name, "k_message": message.pk,
+                                                         "k_user": user_id, "k_now": now})
+            rows.add({**row, "status": PENDING, "next_attempt_at": due})
 
 
 def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:

@@ -119,9 +119,10 @@ class Store:
         """
         due = now + timedelta(seconds=settle_seconds)
         keys = sorted({(i.message.pk, i.user_id) for i in items})
+        amends = any(i.event.amends for i in items)  # checked, and inserted, one event at a time
+        distinct_ids = len({i.event.event_id for i in items}) == len(items)
         plan, seen = None, None
-        if self._sqlite_states and len(items) > 1 and not any(i.event.amends for i in items) \
-                and len({i.event.event_id for i in items}) == len(items):
+        if self._sqlite_states and len(items) > 1 and not amends and distinct_ids:
             with self._read_one() as conn:
                 seen = self._sqlite_states.rows(conn, keys)
             plan = _plan(None, items, self._sqlite_states.states(seen, keys), adapters, now, due, {})
@@ -134,7 +135,7 @@ class Store:
             # Every state row the batch touches is locked here, in one statement and one order for all
             # batches, so batches sharing rows queue up instead of deadlocking (PostgreSQL).
             current = _lock_states(conn, keys)
-            if stored_pks is None and not any(i.event.amends for i in items):
+            if stored_pks is None and not amends:
                 stored_pks = _insert_events(conn, items, now)
             return _plan(conn, items, current, adapters, now, due, stored_pks).write(conn, {})
 
@@ -248,7 +249,8 @@ _insert_events_stmt = DriverStatement(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id),
     keys=EVENT_ROW_KEYS,
 )
-# An upsert of rows _lock_states made sure exist: one statement for them all, where an UPDATE runs once per row.
+# An upsert: one statement for all the rows, where an UPDATE runs once per row; it creates the rows of a batch planned
+# before its transaction, which does not lock (nor create) them first.
 _save_states_stmt = DriverStatement(
     lambda dialect: db.insert_or_lock(dialect, states, ["message_pk", "user_id"], touch=STATE_COLUMNS),
     keys=("message_pk", "user_id", *STATE_COLUMNS),
