@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -205,6 +207,27 @@ def test_every_datetime_is_written_as_its_own_text_however_many_are_converted(en
         rows = conn.execute(select(outbox.c.message_pk, outbox.c.created_at).order_by(outbox.c.id)).all()
     assert [at for pk, at in rows if pk == 1] == [start + timedelta(seconds=i) for i in range(300)]
     assert {at for pk, at in rows if pk == 2} == {start}
+
+
+def test_threads_converting_datetimes_at_once_each_get_their_own_texts() -> None:
+    """SQLite's kept texts are shared by every column and thread: a thread's entries, or its clearing of them,
+    never give another thread a wrong text."""
+    convert = UTCDateTime().bind_processor(create_engine("sqlite://").dialect)
+    start = datetime(2026, 12, 6, tzinfo=timezone.utc)
+    barrier = threading.Barrier(4)
+
+    def wrong_texts(thread: int) -> list[str]:
+        barrier.wait()
+        wrong = []
+        for i in range(2000):
+            moment = start + timedelta(microseconds=thread * 10_000 + i)  # a new object each time
+            for _ in range(2):  # the second one found kept, unless another thread has cleared it
+                if convert(moment) != moment.replace(tzinfo=None).isoformat(" ", "microseconds"):
+                    wrong.append(moment.isoformat())
+        return wrong
+
+    with ThreadPoolExecutor(4) as pool:
+        assert [w for wrong in pool.map(wrong_texts, range(4)) for w in wrong] == []
 
 
 def test_outside_a_transaction_driver_sql_begins_one_as_sqlalchemy_would(engine) -> None:

@@ -38,6 +38,29 @@ class _SQLiteDateTimeText(SQLITE_DATETIME):
 
 
 _KEPT_TEXTS = 64  # a batch's distinct datetimes, with room for other threads'
+_texts: dict[int, tuple[datetime, str]] = {}  # id -> (the object, its text), of the last few converted
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    """SQLAlchemy's stored text, by the C isoformat, in one call where the decorator's would be three (itself,
+    process_bind_param, the impl's).
+
+    A request binds a few datetime objects many times, in several statements and columns (when it was received,
+    when its deliveries fall due, when each event occurred): each one's text is kept under its id, for every
+    column and statement alike. The entry holds the object itself, so its id cannot be reused while the entry
+    exists, and the identity check makes a lookup racing another thread's clear() a miss, never a wrong text."""
+    if value is None:
+        return None
+    known = _texts.get(id(value))
+    if known is not None and known[0] is value:
+        return known[1]
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if len(_texts) >= _KEPT_TEXTS:
+        _texts.clear()
+    _texts[id(value)] = (value, text)
+    return text
 
 
 class UTCDateTime(TypeDecorator):
@@ -54,28 +77,7 @@ class UTCDateTime(TypeDecorator):
     def bind_processor(self, dialect):
         if dialect.name != "sqlite":
             return super().bind_processor(dialect)
-        texts: dict[int, tuple[datetime, str]] = {}  # id -> (the object, its text), of the last few converted
-
-        # SQLAlchemy's stored text, by the C isoformat, in one call where the decorator's would be three (itself,
-        # process_bind_param, the impl's). A batch binds a few datetime objects hundreds of times (when it was
-        # received, when its deliveries fall due, when each event occurred): each one's text is kept under its
-        # id. The entry holds the object itself, so its id cannot be reused while the entry exists, and the
-        # identity check makes a lookup racing another thread's clear() a miss, never a wrong text.
-        def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            known = texts.get(id(value))
-            if known is not None and known[0] is value:
-                return known[1]
-            if value.tzinfo is None:
-                raise ValueError("naive datetime given to a UTC column")
-            text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-            if len(texts) >= _KEPT_TEXTS:
-                texts.clear()
-            texts[id(value)] = (value, text)
-            return text
-
-        return process
+        return _sqlite_text
 
     def process_bind_param(self, value: datetime | None, dialect):
         if value is None:
