@@ -10,7 +10,7 @@ from flask import Flask
 
 from conftest import register, runtime
 from feedback_bridge import store
-from support import RecordingAdapter, event, outbox_rows, post_events
+from support import RecordingAdapter, event, outbox_rows, post_events, statements_run
 
 
 @contextmanager
@@ -39,6 +39,10 @@ def plans_made(meanwhile: Callable[[], None] = lambda: None) -> Iterator[list[bo
         yield made
     finally:
         store._plan = plan
+
+
+def state_writes(run: list) -> int:
+    return sum(sql.startswith("INSERT INTO feedback_states") for sql, _ in run)
 
 
 def app_with_providers(make_app, url: str) -> Flask:
@@ -101,3 +105,26 @@ def test_an_event_stored_after_the_plan_was_made_is_a_duplicate_enqueued_once(ma
     assert [r["status"] for r in body["results"]] == ["duplicate", "accepted"]
     per_event = sorted((r["event_pk"], r["provider"]) for r in outbox_rows(app))
     assert per_event == [(1, "ev"), (1, "st"), (2, "ev"), (2, "st"), (3, "ev"), (3, "st")]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_sqlite_reads_the_states_under_its_write_lock_and_writes_only_those_that_change(
+        make_app, database_url, batch):
+    """SQLite's write lock is already the whole database's: the states are read, not locked by an upsert that
+    creates them, so an event that changes no state writes none. PostgreSQL locks (and so creates) each one."""
+    app = app_with_providers(make_app, database_url)
+    tokens = [register(app, message_id=f"m-{n}") for n in range(batch)]
+    engine, sqlite = runtime(app).engine, database_url.startswith("sqlite")
+    post_events(app, event("thumbs_up", tokens[0]))
+    copies = [event("copy_input", token, text="How do I reset my password?") for token in tokens]
+    with statements_run(engine) as run:
+        post_events(app, *copies)
+    assert state_writes(run) == (0 if sqlite else 1)
+    with engine.connect() as conn:
+        keys = conn.exec_driver_sql("SELECT message_pk FROM feedback_states ORDER BY message_pk").scalars().all()
+    assert keys == ([1] if sqlite else list(range(1, batch + 1)))
+    with statements_run(engine) as run:
+        post_events(app, *[event("thumbs_down", token) for token in tokens])
+    assert state_writes(run) == (1 if sqlite else 2)
+    votes = [runtime(app).store.get_state(pk, "alice@example.com").vote for pk in range(1, batch + 1)]
+    assert votes == ["down"] * batch

@@ -115,7 +115,8 @@ class Store:
         before it is taken (see ``_SQLiteStates``) and written under it if its states are still those it was
         planned from and its events were all new; otherwise it is planned again under the lock, as it always is
         on PostgreSQL, where writers wait only for the rows they share, and for a single event, which has little
-        to move out of the lock.
+        to move out of the lock. Under SQLite's lock the states are only read (the lock is the whole database's);
+        PostgreSQL locks each one, creating those that do not exist yet.
         """
         due = now + timedelta(seconds=settle_seconds)
         keys = sorted({(i.message.pk, i.user_id) for i in items})
@@ -128,13 +129,17 @@ class Store:
             plan = _plan(None, items, self._sqlite_states.states(seen, keys), adapters, now, due, {})
         with db.write(self.engine) as conn:
             stored_pks = None
-            if plan is not None and self._sqlite_states.rows(conn, keys) == seen:
-                stored_pks = _insert_events(conn, items, now)
-                if len(stored_pks) == len(items):
-                    return plan.write(conn, stored_pks)
-            # Every state row the batch touches is locked here, in one statement and one order for all
-            # batches, so batches sharing rows queue up instead of deadlocking (PostgreSQL).
-            current = _lock_states(conn, keys)
+            if self._sqlite_states:  # the write lock is already the whole database's: the rows need only be read
+                rows = self._sqlite_states.rows(conn, keys)
+                if plan is not None and rows == seen:
+                    stored_pks = _insert_events(conn, items, now)
+                    if len(stored_pks) == len(items):
+                        return plan.write(conn, stored_pks)
+                current = self._sqlite_states.states(rows, keys)
+            else:
+                # Every state row the batch touches is locked here, in one statement and one order for all
+                # batches, so batches sharing rows queue up instead of deadlocking.
+                current = _lock_states(conn, keys)
             if stored_pks is None and not amends:
                 stored_pks = _insert_events(conn, items, now)
             return _plan(conn, items, current, adapters, now, due, stored_pks).write(conn, {})
@@ -249,8 +254,8 @@ _insert_events_stmt = DriverStatement(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id),
     keys=EVENT_ROW_KEYS,
 )
-# An upsert: one statement for all the rows, where an UPDATE runs once per row; it creates the rows of a batch planned
-# before its transaction, which does not lock (nor create) them first.
+# An upsert: one statement for all the rows, where an UPDATE runs once per row; on SQLite it creates the rows, which
+# are read there, not locked (nor created) first.
 _save_states_stmt = DriverStatement(
     lambda dialect: db.insert_or_lock(dialect, states, ["message_pk", "user_id"], touch=STATE_COLUMNS),
     keys=("message_pk", "user_id", *STATE_COLUMNS),
