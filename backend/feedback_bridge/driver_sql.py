@@ -173,7 +173,8 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
     if not conn.in_transaction():
         conn.begin()  # as SQLAlchemy would begin one itself
     cursor = _cursor(conn)
-    # Asked as SQLAlchemy asks before dispatching to its own listeners: the dispatch costs a microsecond a statement.
+    # Asked as SQLAlchemy asks before dispatching to its own listeners (private members, as below): the dispatch
+    # costs a microsecond a statement.
     listened = conn._has_events or conn.engine._has_events
     try:
         if listened:
@@ -193,7 +194,8 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
     except BaseException as exc:  # as SQLAlchemy's own execution catches
         # SQLAlchemy's handling of a failed statement, which raises: ``handle_error`` listeners, a lost connection
         # invalidated (with the pool's other connections of that age), the error raised as its DBAPIError type. A
-        # private method (read in 2.1, as its own ``_cursor_execute`` calls it): the tests hold it to what it does.
+        # private method, as its own ``_cursor_execute`` calls it (read in 2.0.0 and 2.1.9): the tests hold it to
+        # what it does, and CI runs them on SQLAlchemy 2.0.0, the lowest pyproject allows, as well.
         conn._handle_dbapi_exception(exc, sql, params, cursor, None)
     finally:
         cursor.close()
