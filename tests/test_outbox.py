@@ -18,6 +18,7 @@ from feedback_bridge import (
     RetryableDeliveryError,
     Skip,
     delivery_reads,
+    driver_sql,
 )
 from feedback_bridge import db as fdb
 from feedback_bridge import outbox as ob
@@ -545,7 +546,7 @@ def test_pg_a_supersede_reads_each_pending_rows_event_by_primary_key_even_withou
     [(sql, params)] = [(sql, params) for sql, params in statements if sql.startswith("UPDATE feedback_outbox")]
     with fdb.read(engine) as conn:
         one = params[0] if isinstance(params, list) else params  # a single set runs as execute
-        cursor = conn.dialect.loaded_dbapi.RawCursor(conn.connection.dbapi_connection)  # $n, as driver SQL sends it
+        cursor = driver_sql._cursor(conn)  # the cursor driver SQL sends it on (psycopg's takes $n as they are)
         cursor.execute("EXPLAIN " + sql, one)
         plan = "\n".join(r[0] for r in cursor.fetchall())
     assert "feedback_events_pkey" in plan and "ix_feedback_events_kind" not in plan, plan

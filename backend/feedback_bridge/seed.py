@@ -410,10 +410,11 @@ def _response(rng: random.Random, provider: str) -> dict[str, Any]:
 
 
 def _bulk_insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """``executemany`` on SQLite; ``COPY`` on PostgreSQL, where row-by-row inserts take ten times longer."""
+    """``COPY`` on PostgreSQL through psycopg, where row-by-row inserts take ten times longer; ``executemany``
+    elsewhere (SQLite, and PostgreSQL through another driver, whose COPY has another interface)."""
     if not rows:
         return
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
         conn.execute(insert(table), rows)
         return
     names = [column.name for column in table.columns]
