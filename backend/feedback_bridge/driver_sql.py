@@ -173,13 +173,9 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
     if not conn.in_transaction():
         conn.begin()  # as SQLAlchemy would begin one itself
     cursor = _cursor(conn)
-    # Asked as SQLAlchemy asks before dispatching to its own listeners (private members, as below): the dispatch
-    # costs a microsecond a statement.
-    listened = conn._has_events or conn.engine._has_events
     try:
-        if listened:
-            for listener in conn.dispatch.before_cursor_execute:
-                sql, params = listener(conn, cursor, sql, params, None, many)
+        for listener in conn.dispatch.before_cursor_execute:
+            sql, params = listener(conn, cursor, sql, params, None, many)
         logger = conn.engine.logger
         if logger.isEnabledFor(logging.INFO):  # echo on, or SQLAlchemy's logging configured to show SQL
             logger.info(sql)
@@ -188,8 +184,7 @@ def _run(conn: Connection, sql: str, params: Any, *, many: bool = False, fetch: 
             cursor.executemany(sql, params)
         else:
             cursor.execute(sql, params)
-        if listened:
-            conn.dispatch.after_cursor_execute(conn, cursor, sql, params, None, many)
+        conn.dispatch.after_cursor_execute(conn, cursor, sql, params, None, many)
         return cursor.fetchall() if fetch else []
     except BaseException as exc:  # as SQLAlchemy's own execution catches
         # SQLAlchemy's handling of a failed statement, which raises: ``handle_error`` listeners, a lost connection
