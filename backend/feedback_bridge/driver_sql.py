@@ -135,8 +135,8 @@ class DriverStatement:
 
     def _check(self, row: Row) -> None:
         """A key the statement does not take would be dropped without a word; SQLAlchemy would write it."""
-        if not self._keys.issuperset(row) and (unknown := row.keys() - self._keys):
-            raise ValueError(f"Not parameters of this statement: {sorted(unknown)}")
+        if not self._keys.issuperset(row):
+            raise ValueError(f"Not parameters of this statement: {sorted(row.keys() - self._keys)}")
 
     def executemany(self, conn: Connection, rows: Sequence[Row]) -> None:
         if rows:

@@ -164,8 +164,8 @@ class _Plan:
 
 class _SQLiteStates:
     """The state rows of a batch's messages as the driver reads them (times as stored texts): read before the write
-    lock to plan the batch from, and again under it to compare, which costs little where converting them into
-    states again would not."""
+    lock to plan the batch from, and again under it, to compare (which costs little where converting them into
+    states again would not) and to fold into the events that were not planned."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -266,7 +266,7 @@ _select_amended = select(
 
 
 def _lock_states(conn: Connection, keys: list[Key]) -> dict[Key, FeedbackState]:
-    """Create the missing state rows and lock all of them, in ``keys`` order, with one statement: an upsert
+    """(PostgreSQL) Create the missing state rows and lock all of them, in ``keys`` order, with one statement: an upsert
     whose no-op update takes the row lock (as SELECT ... FOR UPDATE would) and returns the current row."""
     rows = _lock_states_stmt.insert_returning(conn, [
         {"message_pk": pk, "user_id": user, "copy_count": 0} for pk, user in keys
