@@ -244,20 +244,33 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
                   f"{med(pick(name, batch, 'p50_ms')):.2f} | {med(pick(name, batch, 'p99_ms')):.2f} | "
                   f"{med(pick(name, batch, 'cpu_ms_per_event')):.3f} |")
 
-    def ratio(a: list[float], b: list[float]) -> float:  # paired within each round
-        return med([x / y for x, y in zip(a, b, strict=True)])
+    def ratios(a: list[float], b: list[float]) -> list[float]:  # paired within each round
+        return [x / y for x, y in zip(a, b, strict=True)]
+
+    def ratio(a: list[float], b: list[float]) -> float:
+        return med(ratios(a, b))
+
+    def quartiles(a: list[float], b: list[float]) -> str:
+        """How widely the rounds disagree: on a busy machine the median of a few rounds is known only that well."""
+        if args.rounds < 4:
+            return ""
+        low, _, high = statistics.quantiles(ratios(a, b), n=4)
+        return f" (quartiles {low:.0%}-{high:.0%})"
 
     print("\nmedian of per-round ratios:")
     for batch in args.batches:
         for floor in [name for name in args.endpoints if name != "events"]:
-            rate = ratio(pick("events", batch, "events_per_s"), pick(floor, batch, "events_per_s"))
+            rates = pick("events", batch, "events_per_s"), pick(floor, batch, "events_per_s")
             p99 = ratio(pick("events", batch, "p99_ms"), pick(floor, batch, "p99_ms"))
-            print(f"- batch {batch}: events/s {rate:.0%} of {floor}'s, p99 {p99:.2f}x {floor}'s")
+            cpu = ratio(pick("events", batch, "cpu_ms_per_event"), pick(floor, batch, "cpu_ms_per_event"))
+            print(f"- batch {batch}: events/s {ratio(*rates):.0%} of {floor}'s{quartiles(*rates)}, p99 {p99:.2f}x "
+                  f"{floor}'s, server CPU per event {cpu:.2f}x {floor}'s")
     for name in [name for name in ("events", "floor-stored", "floor-checked") if name in args.endpoints]:
         if not {1, 20} <= set(args.batches):
             break
         speedup = ratio(pick(name, 20, "events_per_s"), pick(name, 1, "events_per_s"))
         print(f"- {name}, batches of 20: {speedup:.1f}x the events/s of single posts")
+
 
 if __name__ == "__main__":
     main()

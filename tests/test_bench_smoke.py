@@ -97,3 +97,21 @@ def test_the_stored_floor_writes_the_rows_ingest_writes(monkeypatch, tmp_path, d
     assert ingest["state"] == [("down", True)]
     assert floor == ingest
     app.extensions["feedback_bridge"].close()
+
+
+def test_the_gunicorn_benchmark_reports_each_ratio_with_how_widely_its_rounds_disagree(monkeypatch, capsys) -> None:
+    """``bench/ingest_gunicorn.py``'s report (the runs need wrk and gunicorn): medians of the per-round ratios, and
+    their quartiles, which say how far the median of a few rounds can be trusted on a busy machine."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import argparse
+
+    import ingest_gunicorn
+
+    rates = {"floor-stored": [100, 100, 100, 100, 100], "events": [60, 80, 90, 100, 120]}
+    runs = [{"round": n, "endpoint": name, "batch": 1, "events_per_s": rate, "p50_ms": 1.0, "p99_ms": 2.0,
+             "cpu_ms_per_event": 1.0 if name == "events" else 0.8, "loadavg_1m": 1.0}
+            for name, per_round in rates.items() for n, rate in enumerate(per_round)]
+    ingest_gunicorn.report(runs, argparse.Namespace(rounds=5, batches=[1], endpoints=["floor-stored", "events"]))
+    out = capsys.readouterr().out
+    assert "- batch 1: events/s 90% of floor-stored's (quartiles 70%-110%), p99 1.00x floor-stored's, " \
+           "server CPU per event 1.25x floor-stored's" in out, out
