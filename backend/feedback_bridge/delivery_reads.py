@@ -14,10 +14,10 @@ from . import outbox
 from .models import Delivery, Event, FeedbackState
 from .providers import DeliveryContext, Skip
 from .schema import events, states
-from .store import SELECT_MESSAGES, STATE_COLUMNS, message_from_row, row_to_event, state_from_row
+from .store import KEYED_STATE_COLUMNS, SELECT_MESSAGES, message_from_row, row_to_event, state_from_row
 
 # By message, the primary key's first column: a row-value IN of (message, user) pairs made SQLite read every state.
-_select_states = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]).where(
+_select_states = select(*KEYED_STATE_COLUMNS).where(
     states.c.message_pk.in_(bindparam("pks", expanding=True))
 )
 _select_events = select(events).where(events.c.id.in_(bindparam("pks", expanding=True)))

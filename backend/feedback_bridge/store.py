@@ -18,6 +18,7 @@ from .schema import events, messages, states
 
 Key = tuple[int, str]  # a state's: (message row id, user id)
 STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
+KEYED_STATE_COLUMNS = (states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS])
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,8 @@ class _SQLiteStates:
         sql = self._sql.get(len(pks))
         if sql is None:
             marks = [bindparam(f"pk_{i}") for i in range(len(pks))]
-            statement = select(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS])
-            statement = statement.where(states.c.message_pk.in_(marks)).order_by(states.c.message_pk, states.c.user_id)
+            statement = select(*KEYED_STATE_COLUMNS).where(states.c.message_pk.in_(marks))
+            statement = statement.order_by(states.c.message_pk, states.c.user_id)
             sql = self._sql[len(pks)] = statement.compile(dialect=self.dialect).string
         return fetch_all(conn, sql, pks)
 
@@ -248,7 +249,7 @@ _select_state = select(*[states.c[name] for name in STATE_COLUMNS]).where(_STATE
 EVENT_ROW_KEYS = tuple(column.key for column in events.c if not column.primary_key)  # what _event_row gives
 _lock_states_stmt = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, states, ["message_pk", "user_id"], touch=[], keep=("copy_count",)
-).returning(states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS]),
+).returning(*KEYED_STATE_COLUMNS),
     keys=("message_pk", "user_id", "copy_count"))
 _insert_events_stmt = DriverStatement(
     lambda dialect: db.insert_ignore(dialect, events, ["event_id"]).returning(events.c.id, events.c.event_id),
