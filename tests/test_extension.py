@@ -341,6 +341,8 @@ def test_invalid_provider_options(new_app, tmp_path, providers: dict[str, Any], 
     ("ALLOWED_ORIGINS", None),
     ("WORKER", "maybe"),
     ("ALLOW_UNSIGNED", "sometimes"),
+    ("SQLITE_SYNCHRONOUS", "OFF"),
+    ("SQLITE_SYNCHRONOUS", 2),
 ])
 def test_invalid_values_are_configuration_errors(new_app, tmp_path, key: str, value: Any) -> None:
     app = new_app(FEEDBACK_DATABASE_URL=sqlite_url(tmp_path, "a.sqlite3"), **{f"FEEDBACK_{key}": value})
@@ -355,6 +357,25 @@ def test_boolean_settings_accept_the_usual_spellings(new_app, tmp_path, value: A
     app = new_app(FEEDBACK_DATABASE_URL=sqlite_url(tmp_path, "a.sqlite3"), FEEDBACK_ALLOW_UNSIGNED=value)
     FeedbackBridge(app)
     assert runtime(app).settings.allow_unsigned is expected
+
+
+@pytest.mark.parametrize(("value", "level"), [(None, 1), ("full", 2), ("EXTRA", 3)])
+def test_sqlite_synchronous_is_set_on_every_connection(new_app, tmp_path, value: str | None, level: int) -> None:
+    """NORMAL (1) by default; FULL (2) or EXTRA (3) when set: the pragma is per connection, so each pooled one."""
+    config = {"FEEDBACK_SQLITE_SYNCHRONOUS": value} if value else {}
+    app = new_app(FEEDBACK_DATABASE_URL=sqlite_url(tmp_path, "a.sqlite3"), **config)
+    FeedbackBridge(app)
+    engine = runtime(app).engine
+    with engine.connect() as first, engine.connect() as second:  # two pooled connections, neither writing
+        levels = [conn.execution_options(sqlite_begin="DEFERRED").exec_driver_sql("PRAGMA synchronous").scalar()
+                  for conn in (first, second)]
+    assert levels == [level, level]
+
+
+def test_sqlite_synchronous_off_names_the_levels_offered(new_app, tmp_path) -> None:
+    app = new_app(FEEDBACK_DATABASE_URL=sqlite_url(tmp_path, "a.sqlite3"), FEEDBACK_SQLITE_SYNCHRONOUS="off")
+    with pytest.raises(ConfigurationError, match="must be one of NORMAL, FULL, EXTRA, not 'off'"):
+        FeedbackBridge(app)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Config, Flask, Request
 
+from .db import SQLITE_SYNCHRONOUS
 from .exceptions import ConfigurationError
 
 PREFIX = "FEEDBACK_"
@@ -19,6 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "URL_PREFIX": "/feedback",
     "DATABASE_URL": None,  # None: SQLite file in the app's instance folder
     "ENGINE_OPTIONS": {},
+    "SQLITE_SYNCHRONOUS": "NORMAL",
     "PROVIDERS": {},
     "ALLOWED_ORIGINS": [],
     "TOKEN_MAX_AGE": 30 * 24 * 3600,
@@ -67,6 +69,7 @@ class Settings:
     url_prefix: str
     database_url: str
     engine_options: dict[str, Any]
+    sqlite_synchronous: str
     providers: dict[str, Any]
     allowed_origins: list[str]
     token_max_age: int
@@ -94,6 +97,7 @@ class Settings:
                 url_prefix="/" + str(raw["url_prefix"]).strip("/") if raw["url_prefix"].strip("/") else "",
                 database_url=str(raw["database_url"]),
                 engine_options=dict(raw["engine_options"]),
+                sqlite_synchronous=str(raw["sqlite_synchronous"]).strip().upper(),
                 providers=dict(raw["providers"]),
                 allowed_origins=_as_list(raw["allowed_origins"]),
                 token_max_age=int(raw["token_max_age"]),
@@ -122,6 +126,9 @@ class Settings:
         if min(settings.poll_seconds, settings.lease_seconds, settings.backoff_base) <= 0 or settings.backoff_max < 0:
             raise ConfigurationError("FEEDBACK_POLL_SECONDS, FEEDBACK_LEASE_SECONDS and FEEDBACK_BACKOFF_BASE must "
                                      "be > 0 and FEEDBACK_BACKOFF_MAX >= 0.")
+        if settings.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ConfigurationError(f"FEEDBACK_SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+                                     f"not {raw['sqlite_synchronous']!r}.")
         if settings.max_content_length < 1:
             raise ConfigurationError("FEEDBACK_MAX_CONTENT_LENGTH must be >= 1.")
         return settings

@@ -15,22 +15,28 @@ from .schema import metadata
 from .write_gate import WriteGate
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The PRAGMA synchronous levels offered. OFF is not: in WAL mode a crash of the machine could then corrupt the
+# database, where NORMAL can only lose its last commits.
+SQLITE_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 T = TypeVar("T")
 _write_gates: weakref.WeakKeyDictionary[Engine, WriteGate] = weakref.WeakKeyDictionary()
 
 
-def make_engine(url: str, options: dict[str, Any] | None = None) -> Engine:
+def make_engine(url: str, options: dict[str, Any] | None = None, *, sqlite_synchronous: str = "NORMAL") -> Engine:
+    """``sqlite_synchronous``: SQLite's ``PRAGMA synchronous`` (``FEEDBACK_SQLITE_SYNCHRONOUS``)."""
+    if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}")
     options = dict(options or {})
     if url.startswith("sqlite"):
         engine = create_engine(url, **options)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_synchronous)
     else:
         options.setdefault("pool_pre_ping", True)
         engine = create_engine(url, **options)
     return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front,
     # which turns concurrent read-then-write transactions into "database is locked" errors.
     # We emit BEGIN ourselves: IMMEDIATE for writes (one writer at a time, waiting on busy_timeout),
@@ -41,7 +47,9 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         if engine.url.database not in (None, "", ":memory:"):
             cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # In WAL mode NORMAL survives the process being killed, not a power loss (the last commits may roll back);
+        # FULL syncs the log at every commit.
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.close()

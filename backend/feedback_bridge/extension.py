@@ -49,7 +49,8 @@ class Runtime:
         self.adapters: dict[str, ProviderAdapter] = build_adapters(settings.providers)
         self.rate_limits = RateLimits(ip=settings.rate_limit_ip, token=settings.rate_limit_token,
                                       storage_uri=settings.rate_limit_storage_uri)
-        self.engine: Engine = db.make_engine(settings.database_url, settings.engine_options)
+        self.engine: Engine = db.make_engine(settings.database_url, settings.engine_options,
+                                             sqlite_synchronous=settings.sqlite_synchronous)
         self.store = Store(self.engine)
         self.store.create_tables()
         self.worker = Worker(self.engine, self.adapters, WorkerSettings(
