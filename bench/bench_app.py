@@ -3,7 +3,8 @@
     gunicorn --worker-class gthread 'bench_app:create_app()'    (with bench/ and backend/ on PYTHONPATH)
 
 Configured from the environment, so the benchmark driver and every gunicorn worker build the same app:
-``BENCH_DATABASE_URL`` (the bridge's database) and ``BENCH_WORKER`` (``1``: run the delivery worker).
+``BENCH_DATABASE_URL`` (the bridge's database), ``BENCH_WORKER`` (``1``: run the delivery worker) and
+``BENCH_ACCOUNTING`` (``1``: each process adds up its requests' CPU per path, served at ``GET /bench-accounting``).
 Two providers, as ``bench/ingest_inprocess.py`` has them: the ``log`` adapter once as a state provider and
 once as an event provider, so every event writes both kinds of outbox rows.
 
@@ -27,9 +28,11 @@ import json
 import logging
 import os
 import re
+import threading
+import time
 from datetime import datetime, timezone
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 from werkzeug.exceptions import BadRequest
 
@@ -62,6 +65,8 @@ def create_app() -> Flask:
     event_schema = EventSchema()
     with db.write(engine) as conn:
         _floor_metadata.create_all(conn)
+    if os.environ.get("BENCH_ACCOUNTING") == "1":
+        _account_requests(app)
 
     @app.post("/floor")
     def floor():
@@ -98,6 +103,36 @@ def create_app() -> Flask:
                         "rejected": 0})
 
     return app
+
+
+def _account_requests(app: Flask) -> None:
+    """Add up, per path, the requests this process served, the CPU time of their threads and their wall time,
+    from the first ``before_request`` to the last ``teardown_request`` (the app's own work: gunicorn's reading
+    of the request and writing of the response are left out, alike for every path). ``GET /bench-accounting``
+    answers this process's totals, so a benchmark that interleaves two paths in one load can compare what each
+    cost while the machine was the same for both."""
+    totals: dict[str, dict[str, float]] = {}
+    lock = threading.Lock()
+
+    @app.before_request
+    def start() -> None:
+        g.bench_started = time.thread_time(), time.perf_counter()
+
+    @app.teardown_request
+    def account(_error: BaseException | None) -> None:
+        if "bench_started" not in g or request.path == "/bench-accounting":
+            return
+        cpu, wall = time.thread_time() - g.bench_started[0], time.perf_counter() - g.bench_started[1]
+        with lock:
+            path = totals.setdefault(request.path, {"requests": 0, "cpu_s": 0.0, "wall_s": 0.0})
+            path["requests"] += 1
+            path["cpu_s"] += cpu
+            path["wall_s"] += wall
+
+    @app.get("/bench-accounting")
+    def accounting():
+        with lock:
+            return jsonify({"pid": os.getpid(), "paths": totals})
 
 
 _INSERT_EVENTS = ("INSERT INTO feedback_events (event_id, message_pk, user_id, type, occurred_at, received_at) "

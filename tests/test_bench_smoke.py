@@ -115,3 +115,57 @@ def test_the_gunicorn_benchmark_reports_each_ratio_with_how_widely_its_rounds_di
     out = capsys.readouterr().out
     assert "- batch 1: events/s 90% of floor-stored's (quartiles 70%-110%), p99 1.00x floor-stored's, " \
            "server CPU per event 1.25x floor-stored's" in out, out
+
+
+def test_the_bench_app_adds_up_each_paths_requests_and_cpu(monkeypatch, tmp_path) -> None:
+    """``BENCH_ACCOUNTING``: what ``bench/ingest_mixed.py`` compares, counted per path in each process."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    monkeypatch.setenv("BENCH_DATABASE_URL", f"sqlite:///{tmp_path / 'bench.sqlite3'}")
+    monkeypatch.setenv("BENCH_INSTANCE", str(tmp_path))
+    monkeypatch.setenv("BENCH_ACCOUNTING", "1")
+    from bench_app import create_app
+
+    from feedback_bridge import FeedbackBridge
+
+    app = create_app()
+    client = app.test_client()
+    with app.app_context():
+        token = FeedbackBridge().register_message(conversation_id="c", message_id="m", user_id="u", input="q",
+                                                  output="a")
+    for n, path in enumerate(["/floor-stored", "/feedback/events"] * 2 + ["/floor-stored"]):
+        vote = {"id": f"event-{n:04}", "type": "thumbs_up", "token": token}
+        assert client.post(path, json={"events": [vote]}).status_code == 200
+    client.get("/bench-accounting")  # not counted: asking must not change the answer
+    answer = client.get("/bench-accounting").json
+    assert answer["pid"] == os.getpid()
+    assert sorted(answer["paths"]) == ["/feedback/events", "/floor-stored"]
+    assert [answer["paths"][path]["requests"] for path in ("/floor-stored", "/feedback/events")] == [3, 2]
+    for totals in answer["paths"].values():
+        assert 0 < totals["cpu_s"] <= totals["wall_s"] + 0.001  # a thread's CPU time cannot outrun the clock
+    app.extensions["feedback_bridge"].close()
+
+
+def test_the_mixed_benchmark_compares_the_cpu_each_path_cost_all_workers(monkeypatch, capsys) -> None:
+    """``bench/ingest_mixed.py`` (its runs need wrk and gunicorn): each worker's totals taken before and after a run,
+    what each path cost between them, per event, and their ratio over the rounds."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import ingest_mixed
+
+    assert '(counter % 2 == 1) and "/floor-stored" or "/feedback/events"' in ingest_mixed.LUA_MIXED % {
+        "tokens": "t", "batch": 1, "run": "r"}
+    before = {1: {"/floor-stored": {"requests": 10, "cpu_s": 1.0, "wall_s": 2.0}}, 2: {}}
+    after = {1: {"/floor-stored": {"requests": 30, "cpu_s": 3.0, "wall_s": 6.0},
+                 "/feedback/events": {"requests": 20, "cpu_s": 2.5, "wall_s": 5.0}},
+             2: {"/floor-stored": {"requests": 20, "cpu_s": 2.0, "wall_s": 4.0},
+                 "/feedback/events": {"requests": 20, "cpu_s": 2.5, "wall_s": 6.0}}}
+    floor = ingest_mixed.spent(before, after, "/floor-stored")
+    events_ = ingest_mixed.spent(before, after, "/feedback/events")
+    assert floor == {"requests": 40, "cpu_s": 4.0, "wall_s": 8.0}
+    assert events_ == {"requests": 40, "cpu_s": 5.0, "wall_s": 11.0}
+    run = ingest_mixed.measure(floor, events_, batch=2)
+    assert (run["cpu_ms_floor"], run["cpu_ms_events"], run["cpu_ratio"], run["wall_ratio"]) == (50.0, 62.5, 1.25, 1.375)
+    runs = [{**run, "cpu_ratio": ratio} for ratio in (1.1, 1.2, 1.25, 1.3, 1.5)]
+    ingest_mixed.report(runs, [2])
+    out = capsys.readouterr().out
+    assert "- batch 2: 62.500 ms against 50.000 ms, 1.25x the floor's (quartiles 1.15-1.40x), 1.25x over all " \
+           "rounds; so 80% of the floor's events/s where CPU bounds both; wall per request 1.38x" in out, out
