@@ -169,3 +169,17 @@ def test_the_mixed_benchmark_compares_the_cpu_each_path_cost_all_workers(monkeyp
     out = capsys.readouterr().out
     assert "- batch 2: 62.500 ms against 50.000 ms, 1.25x the floor's (quartiles 1.15-1.40x), 1.25x over all " \
            "rounds; so 80% of the floor's events/s where CPU bounds both; wall per request 1.38x" in out, out
+
+
+def test_the_ab_benchmark_reports_the_ratio_of_two_versions_run_side_by_side(monkeypatch, capsys) -> None:
+    """``bench/ingest_ab.py``'s report (its runs need wrk and gunicorn): per round B's events/s and CPU per event
+    against A's, taken in the same seconds; their medians and quartiles."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import ingest_ab
+
+    runs = [{"events_per_s_a": 100.0, "cpu_ms_a": 1.0, "events_per_s_b": rate, "cpu_ms_b": cpu}
+            for rate, cpu in ((90, 0.9), (100, 0.95), (105, 0.96), (110, 0.97), (130, 1.1))]
+    ingest_ab.report(runs)
+    out = capsys.readouterr().out
+    assert "over 5 rounds, B against A: events/s 1.05x (quartiles 0.95-1.20x), server CPU per event 0.96x " \
+           "(quartiles 0.93-1.04x)" in out, out

@@ -1,0 +1,113 @@
+"""Two versions of the bridge under load at the same time: ``POST /feedback/events`` served by gunicorn from two source
+trees, each with its own database, each loaded by its own wrk, both runs starting together.
+
+    PYTHONPATH=backend:bench python bench/ingest_ab.py --a /tmp/old [--b .] [--rounds 10] [--duration 5] [--batch 20]
+
+A change to the ingest path is usually a few percent; this machine's speed moves by half between runs a few seconds
+apart (BENCHMARKS.md §16), so two versions measured in turns mostly measure the machine. Run side by side, both
+see the same seconds. They also share the two cores: each server gets the CPU its runnable threads ask for, so a
+version that needs less CPU per event, or leaves its threads waiting less (on SQLite's write lock, say), serves
+more. The figure is each round's ratio of events/s, B to A, with their server CPU per event beside it.
+
+``--a`` and ``--b`` are checkouts (``git worktree add /tmp/old <commit>``); each is served from its own ``backend/``
+and ``bench/``, on a database this checkout's code created (so their tables must be the same).
+Needs ``wrk`` (``apt-get install -y wrk``) and gunicorn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from ingest_gunicorn import LUA, free_port, machine, prepare, server_cpu, start_server
+
+
+def start_wrk(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, Path]:
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12],
+                             "path": "/feedback/events"})
+    command = ["wrk", "-t1", "-c", str(args.connections), "-d", f"{args.duration}s", "--timeout", "10s",
+               "-s", str(script), f"http://127.0.0.1:{port}"]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
+
+
+def finish_wrk(wrk: subprocess.Popen, script: Path, batch: int) -> float:
+    """The run's events/s."""
+    output, _ = wrk.communicate()
+    script.unlink()
+    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
+    if wrk.returncode or any(result["errors"].values()):
+        raise RuntimeError(f"wrk failed ({wrk.returncode}) or saw errors {result['errors']}")
+    return result["requests"] * batch / (result["duration_us"] / 1e6)
+
+
+def report(runs: list[dict[str, float]]) -> None:
+    def spread(values: list[float]) -> str:
+        if len(values) < 4:
+            return ""
+        low, _, high = statistics.quantiles(values, n=4)
+        return f" (quartiles {low:.2f}-{high:.2f}x)"
+
+    rates = [run["events_per_s_b"] / run["events_per_s_a"] for run in runs]
+    cpu = [run["cpu_ms_b"] / run["cpu_ms_a"] for run in runs]
+    print(f"\nover {len(runs)} rounds, B against A: events/s {statistics.median(rates):.2f}x{spread(rates)}, "
+          f"server CPU per event {statistics.median(cpu):.2f}x{spread(cpu)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", type=Path, required=True, help="the checkout to compare against")
+    parser.add_argument("--b", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--batch", type=int, default=20, help="events per request")
+    parser.add_argument("--connections", type=int, default=8, help="per wrk, so per version")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--messages", type=int, default=1000)
+    args = parser.parse_args()
+
+    servers, tokens_files, cpu_before = {}, {}, {}
+    print(f"machine: {machine()}")
+    print(f"A {args.a.resolve()}, B {args.b.resolve()}: SQLite each; gunicorn gthread {args.workers} workers x "
+          f"{args.threads} threads each; wrk -t1 -c{args.connections} -d{args.duration}s each, at the same time; "
+          f"batches of {args.batch}")
+    try:
+        for name, tree in (("a", args.a.resolve()), ("b", args.b.resolve())):
+            instance = tempfile.mkdtemp(prefix=f"feedback-ab-{name}-")
+            url = f"sqlite:///{instance}/bench.sqlite3"
+            os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0")
+            tokens_files[name] = Path(instance) / "tokens.txt"
+            tokens_files[name].write_text("\n".join(prepare(url, instance, args.messages)) + "\n")
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "bench"), str(tree / "backend")])}
+            servers[name] = (start_server(env, port := free_port(), args.workers, args.threads), port)
+        runs = []
+        for round_no in range(args.rounds):
+            started = {}
+            for name, (server, port) in servers.items():
+                cpu_before[name] = server_cpu(server)
+                started[name] = start_wrk(port, args.batch, tokens_files[name], args)
+            run: dict[str, float] = {}
+            for name, (wrk, script) in started.items():
+                run[f"events_per_s_{name}"] = rate = finish_wrk(wrk, script, args.batch)
+                cpu = server_cpu(servers[name][0]) - cpu_before[name]
+                run[f"cpu_ms_{name}"] = cpu * 1000 / (rate * args.duration)
+            runs.append(run)
+            print(f"round {round_no}: A {run['events_per_s_a']:6.0f} events/s, {run['cpu_ms_a']:.3f} ms CPU/event; "
+                  f"B {run['events_per_s_b']:6.0f}, {run['cpu_ms_b']:.3f}: "
+                  f"{run['events_per_s_b'] / run['events_per_s_a']:.2f}x (load {os.getloadavg()[0]:.2f})", flush=True)
+    finally:
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(30)
+    report(runs)
+
+
+if __name__ == "__main__":
+    main()
