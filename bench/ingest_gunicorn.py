@@ -11,7 +11,8 @@ its floors measured a few seconds away on the same machine, under the same load 
 Lua script gives every event a unique id and a valid token of one of ``--messages`` pre-registered messages
 (thumbs up and down in turn, so each event changes its feedback state). After each events run the store is
 counted: every event wrk saw acknowledged must be there. Prints medians over the rounds, and the median of the
-per-round ratios to the floors; ``--json FILE`` also writes every run.
+per-round ratios to the floors; ``--json FILE`` also writes every run. On a machine whose speed moves between runs,
+``bench/ingest_mixed.py`` compares ``/feedback/events`` with ``/floor-stored`` in one load instead.
 
 Needs ``wrk`` (``apt-get install -y wrk``) and gunicorn.
 """
