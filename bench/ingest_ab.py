@@ -17,7 +17,6 @@ Needs ``wrk`` (``apt-get install -y wrk``) and gunicorn.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -25,15 +24,24 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from ingest_gunicorn import LUA, free_port, machine, prepare, server_cpu, start_server
+from ingest_gunicorn import (
+    LUA,
+    add_load_arguments,
+    free_port,
+    machine,
+    prepare,
+    server_cpu,
+    start_server,
+    wrk_command,
+    wrk_result,
+)
 
 
 def start_wrk(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, Path]:
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12],
                              "path": "/feedback/events"})
-    command = ["wrk", "-t1", "-c", str(args.connections), "-d", f"{args.duration}s", "--timeout", "10s",
-               "-s", str(script), f"http://127.0.0.1:{port}"]
+    command = wrk_command(script, port, args.connections, args.duration)
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
 
 
@@ -41,9 +49,9 @@ def finish_wrk(wrk: subprocess.Popen, script: Path, batch: int) -> float:
     """The run's events/s."""
     output, _ = wrk.communicate()
     script.unlink()
-    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
-    if wrk.returncode or any(result["errors"].values()):
-        raise RuntimeError(f"wrk failed ({wrk.returncode}) or saw errors {result['errors']}")
+    if wrk.returncode:
+        raise RuntimeError(f"wrk failed ({wrk.returncode})")
+    result = wrk_result(output, f"batch {batch}")
     return result["requests"] * batch / (result["duration_us"] / 1e6)
 
 
@@ -64,13 +72,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--a", type=Path, required=True, help="the checkout to compare against")
     parser.add_argument("--b", type=Path, default=Path(__file__).resolve().parent.parent)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--batch", type=int, default=20, help="events per request")
-    parser.add_argument("--connections", type=int, default=8, help="per wrk, so per version")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--messages", type=int, default=1000)
+    add_load_arguments(parser, rounds=10)
     args = parser.parse_args()
 
     servers, tokens_files, cpu_before = {}, {}, {}

@@ -129,20 +129,49 @@ def start_server(env: dict[str, str], port: int, workers: int, threads: int) -> 
             time.sleep(0.2)  # waiting for another process to bind: nothing to poll but the socket
 
 
-def wrk(port: int, path: str, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12], "path": path})
-    try:
-        output = subprocess.run(
-            ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{args.duration}s",
-             "--timeout", "10s", "-s", str(script), f"http://127.0.0.1:{port}"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-    finally:
-        script.unlink()
+def serve(args: argparse.Namespace, **settings: str) -> tuple[str, Path, subprocess.Popen, int]:
+    """``args.database_url`` (or a new SQLite file) cleaned, ``args.messages`` messages registered and their tokens
+    written to a file, and gunicorn serving ``bench_app`` on it (``settings``: more ``BENCH_*`` variables).
+    Returns (database URL, tokens file, server, port)."""
+    instance = tempfile.mkdtemp(prefix="feedback-bench-")
+    url = args.database_url or f"sqlite:///{instance}/bench.sqlite3"
+    sys.path[:0] = [str(HERE), str(BACKEND)]
+    os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0", **settings)
+    tokens_file = Path(instance) / "tokens.txt"
+    tokens_file.write_text("\n".join(prepare(url, instance, args.messages)) + "\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(BACKEND), os.environ.get("PYTHONPATH", "")])}
+    port = free_port()
+    return url, tokens_file, start_server(env, port, args.workers, args.threads), port
+
+
+def wrk_command(script: Path, port: int, connections: int, duration: int, threads: int = 1) -> list[str]:
+    return ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "10s",
+            "-s", str(script), f"http://127.0.0.1:{port}"]
+
+
+def wrk_result(output: str, label: str) -> dict[str, Any]:
+    """What the Lua script's ``done()`` wrote; an error if wrk saw any."""
     result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
     if any(result["errors"].values()):
-        raise RuntimeError(f"{path} batch {batch}: wrk saw errors {result['errors']}")
+        raise RuntimeError(f"{label}: wrk saw errors {result['errors']}")
+    return result
+
+
+def run_wrk(lua: str, port: int, args: argparse.Namespace, label: str, threads: int = 1) -> dict[str, Any]:
+    """wrk with this Lua script for ``args.duration`` seconds on ``args.connections`` connections."""
+    script = Path(tempfile.mkstemp(suffix=".lua")[1])
+    script.write_text(lua)
+    try:
+        output = subprocess.run(wrk_command(script, port, args.connections, args.duration, threads),
+                                check=True, capture_output=True, text=True).stdout
+    finally:
+        script.unlink()
+    return wrk_result(output, label)
+
+
+def wrk(port: int, path: str, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:
+    lua = LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12], "path": path}
+    result = run_wrk(lua, port, args, f"{path} batch {batch}", args.wrk_threads)
     seconds = result["duration_us"] / 1e6
     return {"requests": result["requests"], "events_per_s": result["requests"] * batch / seconds,
             "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000}
@@ -159,16 +188,21 @@ def stored_events(engine: Any) -> int:
         return conn.execute(select(func.count()).select_from(events)).scalar_one()
 
 
+def add_load_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
+    """The options of the server and of its load, shared by the ingest benchmarks that run gunicorn and wrk."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=8, help="wrk's (per server)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
+    parser.add_argument("--messages", type=int, default=1000, help="registered messages the events are spread over")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=8)
+    add_load_arguments(parser, rounds=5)
     parser.add_argument("--wrk-threads", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
-    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=None, help="write every run to this file")
     parser.add_argument("--endpoints", type=lambda text: text.split(","), default=list(ENDPOINTS),
                         help=f"comma-separated, of {', '.join(ENDPOINTS)} (default: all; events always)")
@@ -179,20 +213,10 @@ def main() -> None:
         parser.error(f"unknown endpoints: {', '.join(sorted(unknown))}")
     args.endpoints = [name for name in ENDPOINTS if name in args.endpoints or name == "events"]
 
-    instance = tempfile.mkdtemp(prefix="feedback-bench-")
-    url = args.database_url or f"sqlite:///{instance}/bench.sqlite3"
-    sys.path[:0] = [str(HERE), str(BACKEND)]
-    os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0")
-    tokens = prepare(url, instance, args.messages)
-    tokens_file = Path(instance) / "tokens.txt"
-    tokens_file.write_text("\n".join(tokens) + "\n")
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(BACKEND), os.environ.get("PYTHONPATH", "")])}
-    port = free_port()
+    url, tokens_file, server, port = serve(args)
     print(f"machine: {machine()}")
     print(f"database: {url.split('://')[0]}; gunicorn gthread {args.workers} workers x {args.threads} threads; "
           f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s; {args.rounds} rounds")
-    server = start_server(env, port, args.workers, args.threads)
     engine = create_engine(url)
     runs: list[dict[str, Any]] = []
     try:

@@ -23,9 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -34,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from ingest_gunicorn import BACKEND, HERE, LUA, free_port, machine, prepare, start_server, stored_events
+from ingest_gunicorn import (
+    LUA,
+    add_load_arguments,
+    machine,
+    run_wrk,
+    serve,
+    stored_events,
+)
 from sqlalchemy import create_engine
 from statistics_refresh import analyze
 
@@ -69,19 +73,8 @@ def spent(before: Mapping[int, Mapping[str, Mapping[str, float]]],
 
 
 def wrk_mixed(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(LUA_MIXED % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12]})
-    try:
-        output = subprocess.run(
-            ["wrk", "-t1", "-c", str(args.connections), "-d", f"{args.duration}s", "--timeout", "10s",
-             "-s", str(script), f"http://127.0.0.1:{port}"], check=True, capture_output=True, text=True,
-        ).stdout
-    finally:
-        script.unlink()
-    result = json.loads(next(line for line in output.splitlines() if line.startswith("RESULT "))[7:])
-    if any(result["errors"].values()):
-        raise RuntimeError(f"batch {batch}: wrk saw errors {result['errors']}")
-    return result
+    lua = LUA_MIXED % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12]}
+    return run_wrk(lua, port, args, f"batch {batch}")
 
 
 def measure(floor: Mapping[str, float], events: Mapping[str, float], batch: int) -> dict[str, float]:
@@ -116,32 +109,22 @@ def report(runs: list[dict[str, Any]], batches: list[int]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=None, help="default: a SQLite file in a temporary folder")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker")
-    parser.add_argument("--messages", type=int, default=1000)
+    add_load_arguments(parser, rounds=10)
     parser.add_argument("--batches", type=lambda text: [int(n) for n in text.split(",")], default=[1, 20],
                         help="events per request, comma-separated (default: 1,20)")
     args = parser.parse_args()
 
-    instance = tempfile.mkdtemp(prefix="feedback-bench-")
-    url = args.database_url or f"sqlite:///{instance}/bench.sqlite3"
-    sys.path[:0] = [str(HERE), str(BACKEND)]
-    os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0", BENCH_ACCOUNTING="1")
-    tokens_file = Path(instance) / "tokens.txt"
-    tokens_file.write_text("\n".join(prepare(url, instance, args.messages)) + "\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(BACKEND), os.environ.get("PYTHONPATH", "")])}
-    port = free_port()
+    url, tokens_file, server, port = serve(args, BENCH_ACCOUNTING="1")
     print(f"machine: {machine()}")
     print(f"database: {url.split('://')[0]}; gunicorn gthread {args.workers} workers x {args.threads} threads; "
           f"wrk -t1 -c{args.connections} -d{args.duration}s, the two paths in turns; {args.rounds} rounds")
-    server = start_server(env, port, args.workers, args.threads)
     pids = {child.pid for child in psutil.Process(server.pid).children()}
     engine = create_engine(url)
     runs = []
     try:
+        for batch in args.batches:  # unmeasured: each worker compiles its statements, fills its pool and caches
+            run_wrk(LUA_MIXED % {"tokens": tokens_file, "batch": batch, "run": f"warm-up-{batch}"}, port,
+                    argparse.Namespace(connections=args.connections, duration=2), "warm-up")
         for round_no in range(args.rounds):
             for batch in args.batches:
                 analyze(engine)  # statistics of the tables as they are now, as autovacuum keeps them
