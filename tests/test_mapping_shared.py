@@ -63,3 +63,20 @@ def test_every_reason_has_a_label():
 
 def test_vendor_adapters_are_registered_by_import_path():
     assert {"qbusiness", "qconnect", "moveworks", "nebuly"} <= set(ADAPTERS)
+
+
+def test_the_records_made_for_every_event_are_immutable_values() -> None:
+    """``Event`` and ``FeedbackState`` are NamedTuples (built in one call): still values, never changed in place."""
+    from datetime import datetime, timezone
+
+    from feedback_bridge.models import Event, EventType, apply_event
+
+    state = FeedbackState(vote="up")
+    event = Event("e-00000001", EventType.THUMBS_DOWN, datetime(2026, 1, 1, tzinfo=timezone.utc))
+    with pytest.raises(AttributeError):
+        state.vote = "down"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        event.reason = "OTHER"  # type: ignore[misc]
+    after = apply_event(state, event)
+    assert (state.vote, after.vote, after.vote_event_id) == ("up", "down", "e-00000001")
+    assert after == FeedbackState(vote="down", vote_event_id="e-00000001", updated_at=event.occurred_at)

@@ -13,7 +13,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -287,7 +287,7 @@ def _message_rows(rng: random.Random, rows: dict[str, list[dict[str, Any]]], ids
             rows["outbox"].append(_outbox_row(rng, ids, provider, event, state, rows["messages"][-1], received,
                                               now, last_activity))
     rows["states"].append({"message_pk": ids.message, "user_id": user_id,
-                           **{f.name: getattr(state, f.name) for f in fields(FeedbackState)}})
+                           **state._asdict()})
     return len(plan)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, RowMapping, bindparam, select, update
 from sqlalchemy.engine import Dialect
@@ -17,12 +17,11 @@ from .providers import ProviderAdapter
 from .schema import events, messages, states
 
 Key = tuple[int, str]  # a state's: (message row id, user id)
-STATE_COLUMNS = [f.name for f in fields(FeedbackState)]
+STATE_COLUMNS = list(FeedbackState._fields)
 KEYED_STATE_COLUMNS = (states.c.message_pk, states.c.user_id, *[states.c[name] for name in STATE_COLUMNS])
 
 
-@dataclass(frozen=True)
-class IncomingEvent:
+class IncomingEvent(NamedTuple):
     """A validated event whose token has been verified: it belongs to ``message`` and ``user_id``."""
 
     message: Message
@@ -30,8 +29,7 @@ class IncomingEvent:
     event: Event
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     id: str
     status: str  # "accepted" | "duplicate" | "rejected"
     errors: dict[str, list[str]] | None = None
@@ -280,7 +278,7 @@ def _save_states(conn: Connection, changed: Mapping[Key, FeedbackState]) -> None
     """Write the final state of every changed row at once: nothing in the transaction reads them before."""
     if changed:
         _save_states_stmt.insert_many(conn, [
-            {"message_pk": pk, "user_id": user, **vars(state)}
+            {"message_pk": pk, "user_id": user, **state._asdict()}
             for (pk, user), state in changed.items()
         ])
 

@@ -8,7 +8,7 @@ narrow :class:`~feedback_bridge.exceptions.DeliveryError` subclasses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -41,8 +41,8 @@ class DeliveryContext:
         if event is None:
             raise ValueError("a state delivery has no event to amend")
         for amendment in self.amendments:
-            event = replace(
-                event, reason=amendment.reason if amendment.reason is not None else event.reason,
+            event = event._replace(
+                reason=amendment.reason if amendment.reason is not None else event.reason,
                 comment=amendment.comment if amendment.comment is not None else event.comment,
             )
         return event
