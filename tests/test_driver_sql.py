@@ -270,3 +270,16 @@ def test_a_postgresql_connection_lost_mid_ingest_refuses_the_batch_and_the_next_
         assert conn.execute(select(outbox.c.status)).scalars().all() == ["pending"]
         assert conn.execute(text("SELECT type FROM feedback_events")).scalars().all() == ["thumbs_down"]
     killer.dispose()
+
+
+def test_a_statement_of_one_parameter_takes_it_from_each_row(engine) -> None:
+    """A row's values are a tuple however few: one parameter is a one-item tuple, not the value itself."""
+    at = datetime.now(timezone.utc)
+    by_message = DriverStatement(lambda dialect: update(outbox).where(outbox.c.message_pk == bindparam("pk")).values(
+        last_error=outbox.c.provider), keys=("pk",))  # its only parameter: the row's
+    with fdb.write(engine) as conn:
+        DriverStatement(lambda dialect: insert(outbox), KEYS).insert_many(conn, [delivery(1, at), delivery(2, at)])
+        by_message.executemany(conn, [{"pk": 2}])
+    with fdb.read(engine) as conn:
+        assert conn.execute(select(outbox.c.message_pk, outbox.c.last_error).order_by(outbox.c.message_pk)).all() == [
+            (1, None), (2, "p")]

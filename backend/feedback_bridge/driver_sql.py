@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from itertools import chain
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Insert, bindparam
@@ -35,10 +34,11 @@ MAX_GROUPS = 32
 class _Compiled:
     """A statement as the driver runs it: its SQL, and how to make its positional values from rows.
 
-    A row's values are taken by one ``itemgetter`` (a statement's own constants merged in under names no row
-    key has), then converted where the column's type has a processor. With ``groups`` VALUES groups (0: a
-    statement for executemany), the values are one such block per row, and the parameters of group i are
-    named ``{key}_{i}``."""
+    ``values(row)`` is a function made for the statement, as ``namedtuple`` makes its methods: one tuple display of
+    the row's items in parameter order, each passed through its column type's processor where it has one, the
+    statement's own constants in place (a batch of 20 binds about 140 rows: an ``itemgetter``, a dict merge and a
+    loop over the conversions cost 2% more of its instructions). With ``groups`` VALUES groups (0: a statement for
+    executemany), the values are one such block per row, and the parameters of group i are named ``{key}_{i}``."""
 
     def __init__(self, statement: UpdateBase, dialect: Dialect, keys: Sequence[str], groups: int) -> None:
         # for_executemany: no implicit RETURNING of the primary key, which a one-row INSERT would get.
@@ -47,38 +47,32 @@ class _Compiled:
         names = list(compiled.positiontup or ())
         block = len(names) // max(groups, 1)
         source = {(f"{key}_0" if groups else key): key for key in keys}
-        self.constants: dict[str, Any] = {}
-        self.converts: list[tuple[int, Callable[[Any], Any]]] = []
-        picked = []
+        picked, items, names_used = [], [], {}  # names_used: what the generated function's items refer to
         for position, name in enumerate(names[:block]):
             bind = compiled.binds[name]
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if name in source:
                 picked.append(source[name])
+                item = f"row[{source[name]!r}]"
                 if convert:
-                    self.converts.append((position, convert))
+                    names_used[f"convert_{position}"] = convert
+                    item = f"convert_{position}({item})"
             elif bind.value is not None:  # a constant of the statement, such as a status it sets
-                picked.append(f"\x00{name}")
-                self.constants[picked[-1]] = convert(bind.value) if convert else bind.value
+                picked.append(name)
+                names_used[f"constant_{position}"] = convert(bind.value) if convert else bind.value
+                item = f"constant_{position}"
             else:  # e.g. a column default, which SQLAlchemy fills in at execution and this does not
                 raise ValueError(f"{name!r} has no value: give it in every row.")
+            items.append(item)
         expected = [f"{key}_{i}" for i in range(groups) for key in picked] if groups else names
         if names != expected:
             raise ValueError(f"Unexpected parameters for {groups} VALUES groups: {names}")
-        self.pick = itemgetter(*picked) if len(picked) > 1 else (lambda row: (row[picked[0]],))
+        display = "".join(f"{item}, " for item in items)  # "(a, )": a tuple display, of one item too
+        self.values: Callable[[Row], tuple[Any, ...]] = eval(f"lambda row: ({display})", names_used)
         returning = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
                      for column in statement.exported_columns]
         self.returned_keys = tuple(key for key, _ in returning)
         self.result_converts = [(key, convert) for key, convert in returning if convert]
-
-    def values(self, row: Row) -> tuple[Any, ...]:
-        values = self.pick({**self.constants, **row} if self.constants else row)
-        if not self.converts:
-            return values
-        converted = list(values)
-        for position, convert in self.converts:
-            converted[position] = convert(converted[position])
-        return tuple(converted)
 
     def result(self, fetched: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
         keys = self.returned_keys
