@@ -38,7 +38,7 @@ class _SQLiteDateTimeText(SQLITE_DATETIME):
 
 
 _KEPT_TEXTS = 64  # a batch's distinct datetimes, with room for other threads'
-_texts: dict[int, tuple[datetime, str]] = {}  # id -> (the object, its text), of the last few converted
+_texts: dict[datetime, str] = {}  # UTC datetimes -> their text, of the last few converted
 
 
 def _sqlite_text(value: datetime | None) -> str | None:
@@ -46,20 +46,22 @@ def _sqlite_text(value: datetime | None) -> str | None:
     process_bind_param, the impl's).
 
     A request binds a few datetime objects many times, in several statements and columns (when it was received,
-    when its deliveries fall due, when each event occurred): each one's text is kept under its id, for every
-    column and statement alike. The entry holds the object itself, so its id cannot be reused while the entry
-    exists, and the identity check makes a lookup racing another thread's clear() a miss, never a wrong text."""
+    when its deliveries fall due, when each event occurred): the text of each UTC one is kept, for every column and
+    statement alike, and found by one dict lookup. Only UTC datetimes are kept: two equal ones are the same instant,
+    so they have the same text (datetimes of another zone can compare equal across a fold while their instants
+    differ). A lookup racing another thread's clear() is a miss, never a wrong text."""
+    text = _texts.get(value)  # type: ignore[arg-type]  # None, or a naive datetime, is never a key
+    if text is not None:
+        return text
     if value is None:
         return None
-    known = _texts.get(id(value))
-    if known is not None and known[0] is value:
-        return known[1]
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     text = value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
-    if len(_texts) >= _KEPT_TEXTS:
-        _texts.clear()
-    _texts[id(value)] = (value, text)
+    if value.tzinfo is timezone.utc:
+        if len(_texts) >= _KEPT_TEXTS:
+            _texts.clear()
+        _texts[value] = text
     return text
 
 
