@@ -27,11 +27,10 @@ from pathlib import Path
 from ingest_gunicorn import (
     LUA,
     add_load_arguments,
-    free_port,
     machine,
-    prepare,
+    quartiles_text,
+    serve,
     server_cpu,
-    start_server,
     wrk_command,
     wrk_result,
 )
@@ -56,16 +55,11 @@ def finish_wrk(wrk: subprocess.Popen, script: Path, batch: int) -> float:
 
 
 def report(runs: list[dict[str, float]]) -> None:
-    def spread(values: list[float]) -> str:
-        if len(values) < 4:
-            return ""
-        low, _, high = statistics.quantiles(values, n=4)
-        return f" (quartiles {low:.2f}-{high:.2f}x)"
-
     rates = [run["events_per_s_b"] / run["events_per_s_a"] for run in runs]
     cpu = [run["cpu_ms_b"] / run["cpu_ms_a"] for run in runs]
-    print(f"\nover {len(runs)} rounds, B against A: events/s {statistics.median(rates):.2f}x{spread(rates)}, "
-          f"server CPU per event {statistics.median(cpu):.2f}x{spread(cpu)}")
+    print(f"\nover {len(runs)} rounds, B against A: events/s {statistics.median(rates):.2f}x"
+          f"{quartiles_text(rates, '.2f')}, server CPU per event {statistics.median(cpu):.2f}x"
+          f"{quartiles_text(cpu, '.2f')}")
 
 
 def main() -> None:
@@ -83,13 +77,8 @@ def main() -> None:
           f"batches of {args.batch}")
     try:
         for name, tree in (("a", args.a.resolve()), ("b", args.b.resolve())):
-            instance = tempfile.mkdtemp(prefix=f"feedback-ab-{name}-")
-            url = f"sqlite:///{instance}/bench.sqlite3"
-            os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0")
-            tokens_files[name] = Path(instance) / "tokens.txt"
-            tokens_files[name].write_text("\n".join(prepare(url, instance, args.messages)) + "\n")
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree / "bench"), str(tree / "backend")])}
-            servers[name] = (start_server(env, port := free_port(), args.workers, args.threads), port)
+            _, tokens_files[name], server, port = serve(args, None, tree)
+            servers[name] = (server, port)
         runs = []
         for round_no in range(args.rounds):
             started = {}

@@ -129,17 +129,19 @@ def start_server(env: dict[str, str], port: int, workers: int, threads: int) -> 
             time.sleep(0.2)  # waiting for another process to bind: nothing to poll but the socket
 
 
-def serve(args: argparse.Namespace, **settings: str) -> tuple[str, Path, subprocess.Popen, int]:
-    """``args.database_url`` (or a new SQLite file) cleaned, ``args.messages`` messages registered and their tokens
-    written to a file, and gunicorn serving ``bench_app`` on it (``settings``: more ``BENCH_*`` variables).
-    Returns (database URL, tokens file, server, port)."""
+def serve(args: argparse.Namespace, database_url: str | None, tree: Path = HERE.parent,
+          **settings: str) -> tuple[str, Path, subprocess.Popen, int]:
+    """``database_url`` (or a new SQLite file) cleaned, ``args.messages`` messages registered and their tokens
+    written to a file, and gunicorn serving the ``bench_app`` of checkout ``tree`` on it (``settings``: more
+    ``BENCH_*`` variables). Returns (database URL, tokens file, server, port)."""
     instance = tempfile.mkdtemp(prefix="feedback-bench-")
-    url = args.database_url or f"sqlite:///{instance}/bench.sqlite3"
+    url = database_url or f"sqlite:///{instance}/bench.sqlite3"
     sys.path[:0] = [str(HERE), str(BACKEND)]
     os.environ.update(BENCH_DATABASE_URL=url, BENCH_INSTANCE=instance, BENCH_WORKER="0", **settings)
     tokens_file = Path(instance) / "tokens.txt"
     tokens_file.write_text("\n".join(prepare(url, instance, args.messages)) + "\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(BACKEND), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(tree / "bench"), str(tree / "backend"), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     port = free_port()
     return url, tokens_file, start_server(env, port, args.workers, args.threads), port
 
@@ -157,12 +159,12 @@ def wrk_result(output: str, label: str) -> dict[str, Any]:
     return result
 
 
-def run_wrk(lua: str, port: int, args: argparse.Namespace, label: str, threads: int = 1) -> dict[str, Any]:
-    """wrk with this Lua script for ``args.duration`` seconds on ``args.connections`` connections."""
+def run_wrk(lua: str, port: int, connections: int, duration: int, label: str, threads: int = 1) -> dict[str, Any]:
+    """wrk with this Lua script for ``duration`` seconds on ``connections`` connections."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(lua)
     try:
-        output = subprocess.run(wrk_command(script, port, args.connections, args.duration, threads),
+        output = subprocess.run(wrk_command(script, port, connections, duration, threads),
                                 check=True, capture_output=True, text=True).stdout
     finally:
         script.unlink()
@@ -171,7 +173,7 @@ def run_wrk(lua: str, port: int, args: argparse.Namespace, label: str, threads: 
 
 def wrk(port: int, path: str, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     lua = LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12], "path": path}
-    result = run_wrk(lua, port, args, f"{path} batch {batch}", args.wrk_threads)
+    result = run_wrk(lua, port, args.connections, args.duration, f"{path} batch {batch}", args.wrk_threads)
     seconds = result["duration_us"] / 1e6
     return {"requests": result["requests"], "events_per_s": result["requests"] * batch / seconds,
             "p50_ms": result["p50_us"] / 1000, "p99_ms": result["p99_us"] / 1000}
@@ -186,6 +188,15 @@ def server_cpu(server: subprocess.Popen) -> float:
 def stored_events(engine: Any) -> int:
     with engine.connect() as conn:
         return conn.execute(select(func.count()).select_from(events)).scalar_one()
+
+
+def quartiles_text(values: list[float], form: str) -> str:
+    """`` (quartiles low-high)`` in ``form`` (a format spec such as ``.0%``), or nothing for fewer than 4 values: how
+    widely the rounds disagree, so how well a median of a few of them is known on a busy machine."""
+    if len(values) < 4:
+        return ""
+    low, _, high = statistics.quantiles(values, n=4)
+    return f" (quartiles {low:{form}}-{high:{form}}{'' if form.endswith('%') else 'x'})"
 
 
 def add_load_arguments(parser: argparse.ArgumentParser, rounds: int) -> None:
@@ -213,7 +224,7 @@ def main() -> None:
         parser.error(f"unknown endpoints: {', '.join(sorted(unknown))}")
     args.endpoints = [name for name in ENDPOINTS if name in args.endpoints or name == "events"]
 
-    url, tokens_file, server, port = serve(args)
+    url, tokens_file, server, port = serve(args, args.database_url)
     print(f"machine: {machine()}")
     print(f"database: {url.split('://')[0]}; gunicorn gthread {args.workers} workers x {args.threads} threads; "
           f"wrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s; {args.rounds} rounds")
@@ -275,20 +286,14 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace) -> None:
     def ratio(a: list[float], b: list[float]) -> float:
         return med(ratios(a, b))
 
-    def quartiles(a: list[float], b: list[float]) -> str:
-        """How widely the rounds disagree: on a busy machine the median of a few rounds is known only that well."""
-        if args.rounds < 4:
-            return ""
-        low, _, high = statistics.quantiles(ratios(a, b), n=4)
-        return f" (quartiles {low:.0%}-{high:.0%})"
-
     print("\nmedian of per-round ratios:")
     for batch in args.batches:
         for floor in [name for name in args.endpoints if name != "events"]:
             rates = pick("events", batch, "events_per_s"), pick(floor, batch, "events_per_s")
             p99 = ratio(pick("events", batch, "p99_ms"), pick(floor, batch, "p99_ms"))
             cpu = ratio(pick("events", batch, "cpu_ms_per_event"), pick(floor, batch, "cpu_ms_per_event"))
-            print(f"- batch {batch}: events/s {ratio(*rates):.0%} of {floor}'s{quartiles(*rates)}, p99 {p99:.2f}x "
+            spread = quartiles_text(ratios(*rates), ".0%")
+            print(f"- batch {batch}: events/s {ratio(*rates):.0%} of {floor}'s{spread}, p99 {p99:.2f}x "
                   f"{floor}'s, server CPU per event {cpu:.2f}x {floor}'s")
     for name in [name for name in ("events", "floor-stored", "floor-checked") if name in args.endpoints]:
         if not {1, 20} <= set(args.batches):

@@ -35,6 +35,7 @@ from ingest_gunicorn import (
     LUA,
     add_load_arguments,
     machine,
+    quartiles_text,
     run_wrk,
     serve,
     stored_events,
@@ -74,7 +75,7 @@ def spent(before: Mapping[int, Mapping[str, Mapping[str, float]]],
 
 def wrk_mixed(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:
     lua = LUA_MIXED % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12]}
-    return run_wrk(lua, port, args, f"batch {batch}")
+    return run_wrk(lua, port, args.connections, args.duration, f"batch {batch}")
 
 
 def measure(floor: Mapping[str, float], events: Mapping[str, float], batch: int) -> dict[str, float]:
@@ -93,15 +94,12 @@ def report(runs: list[dict[str, Any]], batches: list[int]) -> None:
     for batch in batches:
         mine = [run for run in runs if run["batch"] == batch]
         ratios = [run["cpu_ratio"] for run in mine]
-        spread = ""
-        if len(ratios) >= 4:
-            low, _, high = statistics.quantiles(ratios, n=4)
-            spread = f" (quartiles {low:.2f}-{high:.2f}x)"
         pooled = (sum(r["cpu_s_events"] for r in mine) / sum(r["requests_events"] for r in mine)) / (
             sum(r["cpu_s_floor"] for r in mine) / sum(r["requests_floor"] for r in mine))
         median = statistics.median(ratios)
         print(f"- batch {batch}: {statistics.median(r['cpu_ms_events'] for r in mine):.3f} ms against "
-              f"{statistics.median(r['cpu_ms_floor'] for r in mine):.3f} ms, {median:.2f}x the floor's{spread}, "
+              f"{statistics.median(r['cpu_ms_floor'] for r in mine):.3f} ms, {median:.2f}x the floor's"
+              f"{quartiles_text(ratios, '.2f')}, "
               f"{pooled:.2f}x over all rounds; so {1 / median:.0%} of the floor's events/s where CPU bounds both; "
               f"wall per request {statistics.median(r['wall_ratio'] for r in mine):.2f}x")
 
@@ -114,7 +112,7 @@ def main() -> None:
                         help="events per request, comma-separated (default: 1,20)")
     args = parser.parse_args()
 
-    url, tokens_file, server, port = serve(args, BENCH_ACCOUNTING="1")
+    url, tokens_file, server, port = serve(args, args.database_url, BENCH_ACCOUNTING="1")
     print(f"machine: {machine()}")
     print(f"database: {url.split('://')[0]}; gunicorn gthread {args.workers} workers x {args.threads} threads; "
           f"wrk -t1 -c{args.connections} -d{args.duration}s, the two paths in turns; {args.rounds} rounds")
@@ -124,7 +122,7 @@ def main() -> None:
     try:
         for batch in args.batches:  # unmeasured: each worker compiles its statements, fills its pool and caches
             run_wrk(LUA_MIXED % {"tokens": tokens_file, "batch": batch, "run": f"warm-up-{batch}"}, port,
-                    argparse.Namespace(connections=args.connections, duration=2), "warm-up")
+                    args.connections, 2, "warm-up")
         for round_no in range(args.rounds):
             for batch in args.batches:
                 analyze(engine)  # statistics of the tables as they are now, as autovacuum keeps them
