@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from itertools import chain
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -99,12 +98,6 @@ def _supersede(kinds: tuple[str, ...]) -> DriverStatement:
     return _supersede_by_kinds[kinds]
 
 
-class Unstored(NamedTuple):
-    """The row id of an event not inserted yet, in the rows of a batch planned before its transaction."""
-
-    event_id: str
-
-
 class RowBuffer:
     """The outbox writes of one ingest transaction, run together by ``flush()``: the supersedes (one
     executemany per set of vote types), then the state deliveries opened or joined (one multi-row upsert),
@@ -113,14 +106,10 @@ class RowBuffer:
     Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
     write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
     with writes waiting here; the writes of different ones may wait until the end of the batch.
-
-    Without a connection (a batch planned before its transaction) each flush is kept, in order, and run by
-    ``write(conn, event_pks)``, which first puts each event's stored row id where its rows hold an ``Unstored``.
     """
 
-    def __init__(self, conn: Connection | None) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.planned: list[_Writes] = []
         self._writes = _Writes([], {}, [])
         self.keys: set[tuple[int, str]] = set()
 
@@ -141,21 +130,8 @@ class RowBuffer:
         self.keys.add((row["message_pk"], row["user_id"]))
 
     def flush(self) -> None:
-        if self.conn is None:
-            self.planned.append(self._writes)
-        else:
-            self._writes.run(self.conn)
+        self._writes.run(self.conn)
         self._writes, self.keys = _Writes([], {}, []), set()
-
-    def write(self, conn: Connection, event_pks: Mapping[str, int]) -> None:
-        """Run what is planned or waiting, on ``conn``; ``event_pks``: the stored row id of each planned event."""
-        self.flush()
-        for writes in self.planned:
-            for row in chain(writes.rows, chain.from_iterable(writes.opens)):
-                if type(row["event_pk"]) is Unstored:
-                    row["event_pk"] = event_pks[row["event_pk"].event_id]
-            writes.run(conn)
-        self.planned = []
 
 
 class _Writes(NamedTuple):
@@ -181,14 +157,14 @@ class _Writes(NamedTuple):
 
 
 def enqueue(
-    conn: Connection | None, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    event_pk: int | Unstored, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer,
+    conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
+    event_pk: int, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer,
 ) -> None:
     """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due at
     ``due``, when its settle window ends), or a skip with its reason.
 
     Statements are prebuilt and run with parameters: this is on the request path of every event. The writes go
-    to ``rows``, which the caller runs; ``conn`` is read only for amendments.
+    to ``rows``, which the caller flushes; ``conn`` is read only for amendments.
     """
     base = {
         "message_pk": message.pk, "user_id": user_id, "event_pk": event_pk, "attempts": 0,
@@ -200,7 +176,6 @@ def enqueue(
         if reason is None and adapter.mode == "state" and not state_changed:
             reason = UNCHANGED_STATE
         if reason is None and adapter.mode == "event" and event.amends:
-            assert conn is not None, "a batch with amendments is planned in its transaction"
             if stale is None:
                 replaced_by = [str(kind) for kind, replaces in _SUPERSEDES.items() if str(event.type) in replaces]
                 stale = conn.execute(_vote_replaced, {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -110,61 +109,26 @@ class Store:
 
         A duplicate event id (seen before, or twice in this batch) is stored once and enqueued once.
 
-        On SQLite every other writer waits while one holds the write lock, so a batch of new events is planned
-        before it is taken (see ``_SQLiteStates``) and written under it if its states are still those it was
-        planned from and its events were all new; otherwise it is planned again under the lock, as it always is
-        on PostgreSQL, where writers wait only for the rows they share, and for a single event, which has little
-        to move out of the lock. Under SQLite's lock the states are only read (the lock is the whole database's);
-        PostgreSQL locks each one, creating those that do not exist yet.
+        The states the batch touches are read under the write lock. SQLite's lock is already the whole database's,
+        so there they are only read; PostgreSQL's writers wait only for the rows they share, so there each state is
+        locked, and created if it does not exist yet. (Planning SQLite batches before the lock, and checking the
+        plan under it, cost 5% of a batched event's CPU for no events/s on 2 cores: BENCHMARKS.md §17.)
         """
         due = now + timedelta(seconds=settle_seconds)
         keys = sorted({(i.message.pk, i.user_id) for i in items})
-        amends = any(i.event.amends for i in items)  # checked, and inserted, one event at a time
-        distinct_ids = len({i.event.event_id for i in items}) == len(items)
-        plan, seen = None, None
-        if self._sqlite_states and len(items) > 1 and not amends and distinct_ids:
-            with self._read_one() as conn:
-                seen = self._sqlite_states.rows(conn, keys)
-            plan = _plan(None, items, self._sqlite_states.states(seen, keys), adapters, now, due, {})
         with db.write(self.engine) as conn:
-            stored_pks = None
-            if self._sqlite_states:  # the write lock is already the whole database's: the rows need only be read
-                rows = self._sqlite_states.rows(conn, keys)
-                if plan is not None and rows == seen:
-                    stored_pks = _insert_events(conn, items, now)
-                    if len(stored_pks) == len(items):
-                        return plan.write(conn, stored_pks)
-                current = self._sqlite_states.states(rows, keys)
-            else:
-                # Every state row the batch touches is locked here, in one statement and one order for all
-                # batches, so batches sharing rows queue up instead of deadlocking.
-                current = _lock_states(conn, keys)
-            if stored_pks is None and not amends:
-                stored_pks = _insert_events(conn, items, now)
-            return _plan(conn, items, current, adapters, now, due, stored_pks).write(conn, {})
-
-
-@dataclass
-class _Plan:
-    """What a batch writes after its events: the outbox rows (a ``RowBuffer``) and the states that changed."""
-
-    states: dict[Key, FeedbackState]
-    changed: set[Key]
-    rows: outbox.RowBuffer
-    outcomes: list[Outcome]
-
-    def write(self, conn: Connection, event_pks: Mapping[str, int]) -> list[Outcome]:
-        """Write the rows and states (``event_pks``: the stored row id of each event of a plan made without a
-        connection) and return the events' outcomes."""
-        self.rows.write(conn, event_pks)
-        _save_states(conn, {key: self.states[key] for key in self.changed})
-        return self.outcomes
+            # Every state row the batch touches, in one statement and one order for all batches: on PostgreSQL,
+            # batches sharing rows queue up instead of deadlocking.
+            current = self._sqlite_states.read(conn, keys) if self._sqlite_states else _lock_states(conn, keys)
+            # An amendment is checked against the events before it: such a batch is inserted one event at a time.
+            amends = any(i.event.amends for i in items)
+            stored_pks = None if amends else _insert_events(conn, items, now)
+            return _fold(conn, items, current, adapters, now, due, stored_pks)
 
 
 class _SQLiteStates:
-    """The state rows of a batch's messages as the driver reads them (times as stored texts): read before the write
-    lock to plan the batch from, and again under it, to compare (which costs little where converting them into
-    states again would not) and to fold into the events that were not planned."""
+    """SQLite's read of a batch's state rows: one statement per number of messages, run as the driver's own SQL,
+    its rows converted as SQLAlchemy would."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -172,19 +136,15 @@ class _SQLiteStates:
         self._converts = [(i, convert) for i, name in enumerate(STATE_COLUMNS)
                           if (convert := states.c[name].type.dialect_impl(dialect).result_processor(dialect, None))]
 
-    def rows(self, conn: Connection, keys: Sequence[Key]) -> list[tuple[Any, ...]]:
+    def read(self, conn: Connection, keys: Sequence[Key]) -> dict[Key, FeedbackState]:
         pks = sorted({pk for pk, _ in keys})
         sql = self._sql.get(len(pks))
         if sql is None:
             marks = [bindparam(f"pk_{i}") for i in range(len(pks))]
             statement = select(*KEYED_STATE_COLUMNS).where(states.c.message_pk.in_(marks))
-            statement = statement.order_by(states.c.message_pk, states.c.user_id)
             sql = self._sql[len(pks)] = statement.compile(dialect=self.dialect).string
-        return fetch_all(conn, sql, pks)
-
-    def states(self, rows: list[tuple[Any, ...]], keys: Sequence[Key]) -> dict[Key, FeedbackState]:
         found = {}
-        for row in rows:
+        for row in fetch_all(conn, sql, pks):
             values = list(row[2:])
             for position, convert in self._converts:
                 values[position] = convert(values[position])
@@ -192,47 +152,46 @@ class _SQLiteStates:
         return {key: found.get(key, FeedbackState()) for key in keys}
 
 
-def _plan(
-    conn: Connection | None, items: Sequence[IncomingEvent], states: Mapping[Key, FeedbackState],
+def _fold(
+    conn: Connection, items: Sequence[IncomingEvent], states: Mapping[Key, FeedbackState],
     adapters: Mapping[str, ProviderAdapter], now: datetime, due: datetime, stored_pks: dict[str, int] | None,
-) -> _Plan:
-    """Fold ``items`` into ``states`` and plan their deliveries.
+) -> list[Outcome]:
+    """Fold ``items`` into ``states``, enqueue their deliveries and save the states that changed; the events'
+    outcomes.
 
-    - ``conn`` None (before the transaction): every event is taken as new, and the rows name each event by its id
-      until ``RowBuffer.write`` is given the stored ones.
     - ``stored_pks`` given: ``{event_id: pk}`` of the events the transaction inserted; one not there is a duplicate.
     - ``stored_pks`` None (a batch with amendments): each event is checked and inserted in turn.
     """
-    plan = _Plan(dict(states), set(), outbox.RowBuffer(conn), [])
-    current = plan.states
+    current, changed_keys, outcomes = dict(states), set(), []
+    rows = outbox.RowBuffer(conn)
     pks = None if stored_pks is None else dict(stored_pks)
     for item in items:
         event = item.event
         key = (item.message.pk, item.user_id)
-        plan.rows.before(key)
-        if conn is None:
-            event_pk: int | outbox.Unstored | None = outbox.Unstored(event.event_id)
-        elif pks is None:
+        rows.before(key)
+        if pks is None:
             problem = _check_amendment(conn, item)
             if problem:
-                plan.outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
+                outcomes.append(Outcome(event.event_id, "rejected", {"amends": [problem]}, "invalid"))
                 continue
             event_pk = _insert_events(conn, [item], now).get(event.event_id)
         else:
             event_pk = pks.pop(event.event_id, None)  # a repeat within the batch finds none
         if event_pk is None:
-            plan.outcomes.append(Outcome(event.event_id, "duplicate"))
+            outcomes.append(Outcome(event.event_id, "duplicate"))
             continue
         before, current[key] = current[key], apply_event(current[key], event)
         changed = current[key] != before
         if changed:
-            plan.changed.add(key)
+            changed_keys.add(key)
         outbox.enqueue(
             conn, adapters, item.message, item.user_id, event, event_pk,
-            state_changed=changed, now=now, due=due, rows=plan.rows,
+            state_changed=changed, now=now, due=due, rows=rows,
         )
-        plan.outcomes.append(Outcome(event.event_id, "accepted"))
-    return plan
+        outcomes.append(Outcome(event.event_id, "accepted"))
+    rows.flush()
+    _save_states(conn, {key: current[key] for key in changed_keys})
+    return outcomes
 
 
 _select_message = select(messages).where(messages.c.id == bindparam("pk"))
