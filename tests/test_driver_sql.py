@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import bindparam, create_engine, insert, select, text, update
+from sqlalchemy import Column, MetaData, Table, bindparam, create_engine, insert, select, text, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.exc import IntegrityError
@@ -56,6 +56,24 @@ def test_rows_written_as_driver_sql_read_back_as_those_sqlalchemy_writes(engine)
         ours = UTCDateTime().bind_processor(engine.dialect)
         for moment in (at, at.replace(microsecond=0), datetime(2031, 1, 1, tzinfo=timezone.utc)):
             assert ours(moment) == stock(moment.astimezone(timezone.utc).replace(tzinfo=None))
+
+
+@pytest.mark.parametrize(("stored", "expected"), [
+    ("2026-12-05 19:30:15.123456", datetime(2026, 12, 5, 19, 30, 15, 123456, tzinfo=timezone.utc)),
+    ("2026-12-05 19:30:15", datetime(2026, 12, 5, 19, 30, 15, tzinfo=timezone.utc)),
+    ("2026-12-05 21:30:15+02:00", datetime(2026, 12, 5, 19, 30, 15, tzinfo=timezone.utc)),  # another program's
+    (None, None),
+])
+def test_sqlite_datetime_texts_read_back_as_aware_utc_datetimes(tmp_path, stored, expected) -> None:
+    table = Table("moments", MetaData(), Column("at", UTCDateTime))
+    engine = fdb.make_engine(f"sqlite:///{tmp_path}/moments.sqlite3")
+    with fdb.write(engine) as conn:
+        table.create(conn)
+        conn.exec_driver_sql("INSERT INTO moments (at) VALUES (?)", (stored,))
+    with fdb.read(engine) as conn:
+        read = conn.execute(select(table.c.at)).scalar_one()
+    assert read == expected
+    assert read is None or read.tzinfo is timezone.utc
 
 
 def test_an_insert_of_many_rows_returns_them_processed_as_sqlalchemy_would(engine) -> None:
