@@ -104,30 +104,29 @@ class RowBuffer:
     then the plain inserts (one multi-row insert, with the coalesced skips the upsert revealed).
 
     Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
-    write is not in the table yet: so ``before(key)`` flushes when the next event is of a (message, user)
-    with writes waiting here; the writes of different ones may wait until the end of the batch.
+    write is not in the table yet: so ``before(key)``, called before each event's rows are enqueued, flushes when
+    that event's (message, user) has writes waiting here; the writes of different ones may wait until the end of
+    the batch.
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self._writes = _Writes([], {}, [])
-        self.keys: set[tuple[int, str]] = set()
+        self.keys: set[tuple[int, str]] = set()  # the (message, user) of the writes waiting
 
     def before(self, key: tuple[int, str]) -> None:
         if key in self.keys:
             self.flush()
+        self.keys.add(key)
 
     def add(self, row: dict[str, Any]) -> None:
         self._writes.rows.append(row)
-        self.keys.add((row["message_pk"], row["user_id"]))
 
     def supersede(self, kinds: tuple[str, ...], params: dict[str, Any]) -> None:
         self._writes.supersedes.setdefault(kinds, []).append(params)
-        self.keys.add((params["k_message"], params["k_user"]))
 
     def open_state(self, row: dict[str, Any], coalesced: dict[str, Any]) -> None:
         self._writes.opens.append((row, coalesced))
-        self.keys.add((row["message_pk"], row["user_id"]))
 
     def flush(self) -> None:
         self._writes.run(self.conn)

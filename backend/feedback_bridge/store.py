@@ -168,7 +168,6 @@ def _fold(
     for item in items:
         event = item.event
         key = (item.message.pk, item.user_id)
-        rows.before(key)
         if pks is None:
             problem = _check_amendment(conn, item)
             if problem:
@@ -184,6 +183,7 @@ def _fold(
         changed = current[key] != before
         if changed:
             changed_keys.add(key)
+        rows.before(key)
         outbox.enqueue(
             conn, adapters, item.message, item.user_id, event, event_pk,
             state_changed=changed, now=now, due=due, rows=rows,
