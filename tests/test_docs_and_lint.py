@@ -27,6 +27,13 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert tests in ci_lines
 
 
+def test_every_test_file_ci_names_exists():
+    """CI runs some suites again on the lowest versions, by name: a renamed file would fail only there."""
+    named = re.findall(r"tests/test_\w+\.py", (ROOT / ".ci" / "run").read_text())
+    assert named, "CI names no test file"
+    assert [name for name in named if not (ROOT / name).is_file()] == []
+
+
 def test_every_config_key_is_in_the_readme_table():
     documented = set(re.findall(r"^\| `(FEEDBACK_[A-Z_]+)` \|", README, flags=re.M))
     assert documented == {PREFIX + key for key in DEFAULTS}
