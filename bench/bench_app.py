@@ -4,7 +4,8 @@
 
 Configured from the environment, so the benchmark driver and every gunicorn worker build the same app:
 ``BENCH_DATABASE_URL`` (the bridge's database), ``BENCH_WORKER`` (``1``: run the delivery worker) and
-``BENCH_ACCOUNTING`` (``1``: each process adds up its requests' CPU per path, served at ``GET /bench-accounting``).
+``BENCH_ACCOUNTING`` (``1``: each process adds up its requests' CPU, and their time holding SQLite's write gate, per
+path, served at ``GET /bench-accounting``).
 Two providers, as ``bench/ingest_inprocess.py`` has them: the ``log`` adapter once as a state provider and
 once as an event provider, so every event writes both kinds of outbox rows.
 
@@ -30,9 +31,12 @@ import os
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import Any
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, g, has_request_context, jsonify, request
 from sqlalchemy import Column, DateTime, Integer, MetaData, Table, insert
 from werkzeug.exceptions import BadRequest
 
@@ -40,6 +44,7 @@ from feedback_bridge import FeedbackBridge, db
 from feedback_bridge.outbox import coalesce_key
 from feedback_bridge.schema import Id
 from feedback_bridge.schemas import EventSchema
+from feedback_bridge.write_gate import WriteGate
 
 SECRET_KEY = "bench-secret"
 PROVIDERS = {"log": {"level": "DEBUG"},
@@ -113,10 +118,12 @@ def _account_requests(app: Flask) -> None:
     cost while the machine was the same for both."""
     totals: dict[str, dict[str, float]] = {}
     lock = threading.Lock()
+    _time_write_gate_holds()
 
     @app.before_request
     def start() -> None:
         g.bench_started = time.thread_time(), time.perf_counter()
+        g.bench_lock_s = 0.0
 
     @app.teardown_request
     def account(_error: BaseException | None) -> None:
@@ -124,15 +131,37 @@ def _account_requests(app: Flask) -> None:
             return
         cpu, wall = time.thread_time() - g.bench_started[0], time.perf_counter() - g.bench_started[1]
         with lock:
-            path = totals.setdefault(request.path, {"requests": 0, "cpu_s": 0.0, "wall_s": 0.0})
+            path = totals.setdefault(request.path, {"requests": 0, "cpu_s": 0.0, "wall_s": 0.0, "lock_s": 0.0})
             path["requests"] += 1
             path["cpu_s"] += cpu
             path["wall_s"] += wall
+            path["lock_s"] += g.bench_lock_s
 
     @app.get("/bench-accounting")
     def accounting():
         with lock:
             return jsonify({"pid": os.getpid(), "paths": totals})
+
+
+def _time_write_gate_holds() -> None:
+    """Add to ``g.bench_lock_s`` the time a request holds SQLite's write gate (``write_gate.WriteGate``): where one
+    writer at a time binds rather than the CPU, events/s follows this. Every ``WriteGate`` of the process, once."""
+    hold = WriteGate.hold
+    if getattr(hold, "bench_timed", False):
+        return
+
+    @contextmanager
+    def timed_hold(self: WriteGate, *args: Any, **kwargs: Any) -> Iterator[None]:
+        with hold(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                yield
+            finally:
+                if has_request_context() and "bench_lock_s" in g:
+                    g.bench_lock_s += time.perf_counter() - started
+
+    timed_hold.bench_timed = True  # type: ignore[attr-defined]
+    WriteGate.hold = timed_hold  # type: ignore[method-assign]
 
 
 _INSERT_EVENTS = ("INSERT INTO feedback_events (event_id, message_pk, user_id, type, occurred_at, received_at) "

@@ -9,10 +9,13 @@ endpoints share every second of the load, so what the machine does, it does to b
 time of the threads that served each path, from Flask's first hook to its last, per event (SQLite's work is in
 it, PostgreSQL's server is not): on this server, whose two cores the workers and wrk keep busy, that is what bounds
 the events/s each endpoint could reach alone (not measured here: a mixed load has one rate). The wall time per
-request is reported too, waits included (for the CPU, SQLite's write lock, PostgreSQL).
+request is reported too, waits included (for the CPU, SQLite's write lock, PostgreSQL). On SQLite, each path's
+time holding the write lock per request is compared as well: where one writer at a time binds rather than the CPU
+(under this load the lock is held most of the time), it is what bounds events/s.
 
 Prints, per round, each path's CPU per event and their ratio, then the median ratio over the rounds with its
-quartiles, and the ratio of the totals. Every event wrk saw acknowledged must be in the store afterwards.
+quartiles, and the ratio of the totals; on SQLite, the median ratio of the lock's hold per request. Every event
+wrk saw acknowledged must be in the store afterwards.
 
 Needs ``wrk`` (``apt-get install -y wrk``) and gunicorn.
 """
@@ -66,7 +69,7 @@ def accounting(port: int, pids: set[int]) -> dict[int, dict[str, dict[str, float
 def spent(before: Mapping[int, Mapping[str, Mapping[str, float]]],
           after: Mapping[int, Mapping[str, Mapping[str, float]]], path: str) -> dict[str, float]:
     """What ``path`` cost all workers between two ``accounting`` snapshots."""
-    total = {"requests": 0.0, "cpu_s": 0.0, "wall_s": 0.0}
+    total = {"requests": 0.0, "cpu_s": 0.0, "wall_s": 0.0, "lock_s": 0.0}
     for pid, paths in after.items():
         for key in total:
             total[key] += paths.get(path, {}).get(key, 0.0) - before.get(pid, {}).get(path, {}).get(key, 0.0)
@@ -86,7 +89,10 @@ def measure(floor: Mapping[str, float], events: Mapping[str, float], batch: int)
             "cpu_ms_floor": per_event["floor"], "cpu_ms_events": per_event["events"],
             "cpu_ratio": per_event["events"] / per_event["floor"],
             "wall_ratio": (events["wall_s"] / events["requests"]) / (floor["wall_s"] / floor["requests"]),
-            "cpu_s_floor": floor["cpu_s"], "cpu_s_events": events["cpu_s"]}
+            "cpu_s_floor": floor["cpu_s"], "cpu_s_events": events["cpu_s"],
+            # SQLite's write gate held per request, against the floor's (None where there is no gate: PostgreSQL)
+            "lock_ratio": (events["lock_s"] / events["requests"]) / (floor["lock_s"] / floor["requests"])
+            if floor["lock_s"] else None}
 
 
 def report(runs: list[dict[str, Any]], batches: list[int]) -> None:
@@ -102,6 +108,11 @@ def report(runs: list[dict[str, Any]], batches: list[int]) -> None:
               f"{quartiles_text(ratios, '.2f')}, "
               f"{pooled:.2f}x over all rounds; so {1 / median:.0%} of the floor's events/s where CPU bounds both; "
               f"wall per request {statistics.median(r['wall_ratio'] for r in mine):.2f}x")
+        locks = [run["lock_ratio"] for run in mine if run["lock_ratio"] is not None]
+        if locks:
+            median = statistics.median(locks)
+            print(f"  SQLite's write lock held per request {median:.2f}x the floor's{quartiles_text(locks, '.2f')}; "
+                  f"so {1 / median:.0%} of the floor's events/s where the lock bounds both")
 
 
 def main() -> None:
@@ -137,7 +148,8 @@ def main() -> None:
                 runs.append(run)
                 print(f"round {round_no} batch {batch:>2}: {run['events_per_s']:7.0f} events/s mixed; app CPU "
                       f"{run['cpu_ms_floor']:.3f} ms/event {FLOOR}, {run['cpu_ms_events']:.3f} {EVENTS}: "
-                      f"{run['cpu_ratio']:.2f}x; wall per request {run['wall_ratio']:.2f}x "
+                      f"{run['cpu_ratio']:.2f}x; wall per request {run['wall_ratio']:.2f}x"
+                      + (f"; lock held {run['lock_ratio']:.2f}x" if run["lock_ratio"] is not None else "") + " "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
     finally:
         server.terminate()

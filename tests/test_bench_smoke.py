@@ -126,8 +126,12 @@ def test_the_bench_app_adds_up_each_paths_requests_and_cpu(monkeypatch, tmp_path
     from bench_app import create_app
 
     from feedback_bridge import FeedbackBridge
+    from feedback_bridge.write_gate import WriteGate
 
+    monkeypatch.setattr(WriteGate, "hold", WriteGate.hold)  # the bench app times every gate's holds: undone after
     app = create_app()
+    timed = WriteGate.hold
+    assert getattr(timed, "bench_timed", False)
     client = app.test_client()
     with app.app_context():
         token = FeedbackBridge().register_message(conversation_id="c", message_id="m", user_id="u", input="q",
@@ -142,6 +146,13 @@ def test_the_bench_app_adds_up_each_paths_requests_and_cpu(monkeypatch, tmp_path
     assert [answer["paths"][path]["requests"] for path in ("/floor-stored", "/feedback/events")] == [3, 2]
     for totals in answer["paths"].values():
         assert 0 < totals["cpu_s"] <= totals["wall_s"] + 0.001  # a thread's CPU time cannot outrun the clock
+        assert 0 < totals["lock_s"] < totals["wall_s"]  # both paths write under SQLite's write gate
+    create_app()  # a second app in the process times each hold once, not twice
+    assert WriteGate.hold is timed
+    before = client.get("/bench-accounting").json["paths"]["/floor-stored"]
+    assert client.post("/floor-stored", json={"events": [{**vote, "id": "event-last"}]}).status_code == 200
+    after = client.get("/bench-accounting").json["paths"]["/floor-stored"]
+    assert 0 < after["lock_s"] - before["lock_s"] < after["wall_s"] - before["wall_s"]
     app.extensions["feedback_bridge"].close()
 
 
@@ -160,15 +171,22 @@ def test_the_mixed_benchmark_compares_the_cpu_each_path_cost_all_workers(monkeyp
                  "/feedback/events": {"requests": 20, "cpu_s": 2.5, "wall_s": 6.0}}}
     floor = ingest_mixed.spent(before, after, "/floor-stored")
     events_ = ingest_mixed.spent(before, after, "/feedback/events")
-    assert floor == {"requests": 40, "cpu_s": 4.0, "wall_s": 8.0}
-    assert events_ == {"requests": 40, "cpu_s": 5.0, "wall_s": 11.0}
+    assert floor == {"requests": 40, "cpu_s": 4.0, "wall_s": 8.0, "lock_s": 0.0}
+    assert events_ == {"requests": 40, "cpu_s": 5.0, "wall_s": 11.0, "lock_s": 0.0}
     run = ingest_mixed.measure(floor, events_, batch=2)
     assert (run["cpu_ms_floor"], run["cpu_ms_events"], run["cpu_ratio"], run["wall_ratio"]) == (50.0, 62.5, 1.25, 1.375)
+    assert run["lock_ratio"] is None  # no write gate (PostgreSQL): no line about it
     runs = [{**run, "cpu_ratio": ratio} for ratio in (1.1, 1.2, 1.25, 1.3, 1.5)]
     ingest_mixed.report(runs, [2])
     out = capsys.readouterr().out
     assert "- batch 2: 62.500 ms against 50.000 ms, 1.25x the floor's (quartiles 1.15-1.40x), 1.25x over all " \
            "rounds; so 80% of the floor's events/s where CPU bounds both; wall per request 1.38x" in out, out
+    assert "write lock" not in out
+    sqlite = ingest_mixed.measure({**floor, "lock_s": 2.0}, {**events_, "lock_s": 2.5}, batch=2)
+    assert sqlite["lock_ratio"] == 1.25
+    ingest_mixed.report([{**sqlite, "lock_ratio": ratio} for ratio in (1.1, 1.2, 1.25, 1.3, 1.5)], [2])
+    assert "SQLite's write lock held per request 1.25x the floor's (quartiles 1.15-1.40x); so 80% of the floor's " \
+           "events/s where the lock bounds both" in capsys.readouterr().out
 
 
 def test_the_ab_benchmark_reports_the_ratio_of_two_versions_run_side_by_side(monkeypatch, capsys) -> None:
