@@ -20,37 +20,28 @@ import argparse
 import os
 import statistics
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 from ingest_gunicorn import (
     LUA,
     add_load_arguments,
+    finish_wrk,
     machine,
     quartiles_text,
     serve,
     server_cpu,
-    wrk_command,
-    wrk_result,
+    start_wrk,
 )
 
 
-def start_wrk(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, Path]:
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    script.write_text(LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12],
-                             "path": "/feedback/events"})
-    command = wrk_command(script, port, args.connections, args.duration)
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
+def load(port: int, batch: int, tokens_file: Path, args: argparse.Namespace) -> tuple[subprocess.Popen, Path]:
+    lua = LUA % {"tokens": tokens_file, "batch": batch, "run": uuid.uuid4().hex[:12], "path": "/feedback/events"}
+    return start_wrk(lua, port, args.connections, args.duration)
 
 
-def finish_wrk(wrk: subprocess.Popen, script: Path, batch: int) -> float:
-    """The run's events/s."""
-    output, _ = wrk.communicate()
-    script.unlink()
-    if wrk.returncode:
-        raise RuntimeError(f"wrk failed ({wrk.returncode})")
-    result = wrk_result(output, f"batch {batch}")
+def events_per_s(started: tuple[subprocess.Popen, Path], batch: int) -> float:
+    result = finish_wrk(started, f"batch {batch}")
     return result["requests"] * batch / (result["duration_us"] / 1e6)
 
 
@@ -84,10 +75,10 @@ def main() -> None:
             started = {}
             for name, (server, port) in servers.items():
                 cpu_before[name] = server_cpu(server)
-                started[name] = start_wrk(port, args.batch, tokens_files[name], args)
+                started[name] = load(port, args.batch, tokens_files[name], args)
             run: dict[str, float] = {}
-            for name, (wrk, script) in started.items():
-                run[f"events_per_s_{name}"] = rate = finish_wrk(wrk, script, args.batch)
+            for name, wrk in started.items():
+                run[f"events_per_s_{name}"] = rate = events_per_s(wrk, args.batch)
                 cpu = server_cpu(servers[name][0]) - cpu_before[name]
                 run[f"cpu_ms_{name}"] = cpu * 1000 / (rate * args.duration)
             runs.append(run)

@@ -159,16 +159,28 @@ def wrk_result(output: str, label: str) -> dict[str, Any]:
     return result
 
 
-def run_wrk(lua: str, port: int, connections: int, duration: int, label: str, threads: int = 1) -> dict[str, Any]:
-    """wrk with this Lua script for ``duration`` seconds on ``connections`` connections."""
+def start_wrk(lua: str, port: int, connections: int, duration: int, threads: int = 1) -> tuple[subprocess.Popen, Path]:
+    """wrk started with this Lua script for ``duration`` seconds on ``connections`` connections; ``finish_wrk``
+    waits for it (two can run at once, as ``bench/ingest_ab.py`` runs them)."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     script.write_text(lua)
+    command = wrk_command(script, port, connections, duration, threads)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True), script
+
+
+def finish_wrk(started: tuple[subprocess.Popen, Path], label: str) -> dict[str, Any]:
+    wrk, script = started
     try:
-        output = subprocess.run(wrk_command(script, port, connections, duration, threads),
-                                check=True, capture_output=True, text=True).stdout
+        output, _ = wrk.communicate()
     finally:
         script.unlink()
+    if wrk.returncode:
+        raise RuntimeError(f"{label}: wrk failed ({wrk.returncode})")
     return wrk_result(output, label)
+
+
+def run_wrk(lua: str, port: int, connections: int, duration: int, label: str, threads: int = 1) -> dict[str, Any]:
+    return finish_wrk(start_wrk(lua, port, connections, duration, threads), label)
 
 
 def wrk(port: int, path: str, batch: int, tokens_file: Path, args: argparse.Namespace) -> dict[str, Any]:

@@ -116,12 +116,12 @@ class Store:
         """
         due = now + timedelta(seconds=settle_seconds)
         keys = sorted({(i.message.pk, i.user_id) for i in items})
+        # An amendment is checked against the events before it: such a batch is inserted one event at a time.
+        amends = any(i.event.amends for i in items)
         with db.write(self.engine) as conn:
             # Every state row the batch touches, in one statement and one order for all batches: on PostgreSQL,
             # batches sharing rows queue up instead of deadlocking.
             current = self._sqlite_states.read(conn, keys) if self._sqlite_states else _lock_states(conn, keys)
-            # An amendment is checked against the events before it: such a batch is inserted one event at a time.
-            amends = any(i.event.amends for i in items)
             stored_pks = None if amends else _insert_events(conn, items, now)
             return _fold(conn, items, current, adapters, now, due, stored_pks)
 
