@@ -301,3 +301,47 @@ def test_a_statement_of_one_parameter_takes_it_from_each_row(engine) -> None:
     with fdb.read(engine) as conn:
         assert conn.execute(select(outbox.c.message_pk, outbox.c.last_error).order_by(outbox.c.message_pk)).all() == [
             (1, None), (2, "p")]
+
+
+ORDERED_KEYS = ("provider", "kind", "message_pk", "user_id", "status", "attempts", "next_attempt_at", "last_error",
+                "created_at", "updated_at")  # KEYS in the table's column order: the statement's parameter order
+
+
+def test_rows_given_as_tuples_are_written_as_dict_rows_are(engine) -> None:
+    """A tuple holds its values as the driver takes them: ``bind`` converts a datetime once for many rows."""
+    here = timezone(timedelta(hours=2))
+    at = datetime(2026, 12, 5, 21, 30, 15, 123456, tzinfo=here)
+    as_tuples = DriverStatement(lambda dialect: insert(outbox), ORDERED_KEYS, tuples=True)
+    with fdb.write(engine) as conn:
+        DriverStatement(lambda dialect: insert(outbox), KEYS).insert_many(conn, [delivery(1, at)])
+        bound = as_tuples.bind(conn, "created_at", at)
+        assert as_tuples.bind(conn, "last_error", "kept") == "kept"  # no processor: the value itself
+        as_tuples.insert_many(conn, [("p", "event", pk, "u", "pending", 0, bound, None, bound, bound) for pk in (2, 3)])
+        as_tuples.executemany(conn, [("p", "event", 3, "u", "skipped", 0, bound, "why", bound, bound)])
+    if engine.dialect.name == "sqlite":
+        assert bound == "2026-12-05 19:30:15.123456"
+    else:
+        assert bound == at and bound.tzinfo == timezone.utc
+    columns = [outbox.c[key] for key in ORDERED_KEYS]
+    with fdb.read(engine) as conn:
+        rows = conn.execute(select(*columns).order_by(outbox.c.id)).all()
+        texts = conn.exec_driver_sql("SELECT DISTINCT CAST(created_at AS TEXT) FROM feedback_outbox").all()
+    assert [tuple(row) for row in rows] == [
+        ("p", "event", 1, "u", "pending", 0, at, None, at, at), ("p", "event", 2, "u", "pending", 0, at, None, at, at),
+        ("p", "event", 3, "u", "pending", 0, at, None, at, at), ("p", "event", 3, "u", "skipped", 0, at, "why", at, at)]
+    assert len(texts) == 1, texts
+
+
+def test_tuples_out_of_the_statements_order_or_of_another_length_are_refused(engine) -> None:
+    """A tuple's values are placed by position: a key out of order, or one missing, would shift the others."""
+    at = datetime.now(timezone.utc)
+    out_of_order = DriverStatement(lambda dialect: insert(outbox), KEYS, tuples=True)
+    as_tuples = DriverStatement(lambda dialect: insert(outbox), ORDERED_KEYS, tuples=True)
+    with fdb.write(engine) as conn:
+        with pytest.raises(ValueError, match="in their order"):
+            out_of_order.insert_many(conn, [tuple(delivery(1, at)[key] for key in KEYS)])
+        with pytest.raises(ValueError, match="A row of 9 values, where this statement takes 10"):
+            as_tuples.insert_many(conn, [("p", "event", 1, "u", "pending", 0, at, None, at)])
+    with fdb.read(engine) as conn:
+        assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 0
+

@@ -40,7 +40,8 @@ class _Compiled:
     loop over the conversions cost 2% more of its instructions). With ``groups`` VALUES groups (0: a statement for
     executemany), the values are one such block per row, and the parameters of group i are named ``{key}_{i}``."""
 
-    def __init__(self, statement: UpdateBase, dialect: Dialect, keys: Sequence[str], groups: int) -> None:
+    def __init__(self, statement: UpdateBase, dialect: Dialect, keys: Sequence[str], groups: int,
+                 tuples: bool) -> None:
         # for_executemany: no implicit RETURNING of the primary key, which a one-row INSERT would get.
         compiled = statement.compile(dialect=dialect, for_executemany=True)
         self.sql = compiled.string
@@ -48,9 +49,12 @@ class _Compiled:
         block = len(names) // max(groups, 1)
         source = {(f"{key}_0" if groups else key): key for key in keys}
         picked, items, names_used = [], [], {}  # names_used: what the generated function's items refer to
+        self.converts: dict[str, Callable[[Any], Any]] = {}
         for position, name in enumerate(names[:block]):
             bind = compiled.binds[name]
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if name in source and convert:
+                self.converts[source[name]] = convert
             if name in source:
                 picked.append(source[name])
                 item = f"row[{source[name]!r}]"
@@ -67,6 +71,8 @@ class _Compiled:
         expected = [f"{key}_{i}" for i in range(groups) for key in picked] if groups else names
         if names != expected:
             raise ValueError(f"Unexpected parameters for {groups} VALUES groups: {names}")
+        if tuples and picked != list(keys):
+            raise ValueError(f"Rows given as tuples must hold the parameters in their order, {picked}, not {keys}.")
         display = "".join(f"{item}, " for item in items)  # "(a, )": a tuple display, of one item too
         self.values: Callable[[Row], tuple[Any, ...]] = eval(f"lambda row: ({display})", names_used)
         returning = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
@@ -91,11 +97,17 @@ class DriverStatement:
       statement, in row order): the database runs one statement where an executemany runs one per row.
     - ``insert_returning(conn, rows)``: the same, with its RETURNING rows as dicts, processed as SQLAlchemy would
       (their order within a statement is the database's).
+
+    Rows are dicts by key, each value converted by its column type's processor; or, with ``tuples``, tuples of the
+    values in ``keys`` order, which must be the statement's parameter order, each already as the driver takes it
+    (``bind``). The second is for rows made by the thousand from a few values: an outbox row is made of a batch's two
+    datetimes, converted once a batch, where a dict row took three conversions and a function call of its own.
     """
 
-    def __init__(self, build: Callable[[str], UpdateBase], keys: Sequence[str]) -> None:
+    def __init__(self, build: Callable[[str], UpdateBase], keys: Sequence[str], *, tuples: bool = False) -> None:
         self.build = build
         self.keys = tuple(keys)
+        self.tuples = tuples
         self._keys = frozenset(keys)
         self._compiled: dict[tuple[type[Dialect], int], _Compiled] = {}
 
@@ -123,35 +135,46 @@ class DriverStatement:
                                               for i in range(rows)])
             else:
                 raise TypeError("Only an INSERT takes VALUES groups.")
-            found = _Compiled(statement, self._dialect(conn), self.keys, rows)
+            found = _Compiled(statement, self._dialect(conn), self.keys, rows, self.tuples)
             self._compiled[(type(conn.dialect), rows)] = found
         return found
 
-    def _check(self, row: Row) -> None:
-        """A key the statement does not take would be dropped without a word; SQLAlchemy would write it."""
-        if not self._keys.issuperset(row):
+    def bind(self, conn: Connection, key: str, value: Any) -> Any:
+        """``value`` as the driver takes it for the parameter ``key``: what a row of ``tuples`` holds."""
+        convert = self.compiled(conn, 0).converts.get(key)
+        return convert(value) if convert else value
+
+    def _check(self, row: Any) -> None:
+        """A key the statement does not take would be dropped without a word; SQLAlchemy would write it. A tuple
+        of another length would shift every value after the first missing one."""
+        if self.tuples:
+            if len(row) != len(self.keys):
+                raise ValueError(f"A row of {len(row)} values, where this statement takes {len(self.keys)}: "
+                                 f"{self.keys}")
+        elif not self._keys.issuperset(row):
             raise ValueError(f"Not parameters of this statement: {sorted(row.keys() - self._keys)}")
 
-    def executemany(self, conn: Connection, rows: Sequence[Row]) -> None:
+    def executemany(self, conn: Connection, rows: Sequence[Any]) -> None:
         if rows:
             self._check(rows[0])
             compiled = self.compiled(conn, 0)
-            _run(conn, compiled.sql, [compiled.values(row) for row in rows], many=True)
+            _run(conn, compiled.sql, rows if self.tuples else [compiled.values(row) for row in rows], many=True)
 
-    def insert_many(self, conn: Connection, rows: Sequence[Row]) -> None:
+    def insert_many(self, conn: Connection, rows: Sequence[Any]) -> None:
         self._inserts(conn, rows, fetch=False)
 
-    def insert_returning(self, conn: Connection, rows: Sequence[Row]) -> list[dict[str, Any]]:
+    def insert_returning(self, conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
         return self._inserts(conn, rows, fetch=True)
 
-    def _inserts(self, conn: Connection, rows: Sequence[Row], *, fetch: bool) -> list[dict[str, Any]]:
+    def _inserts(self, conn: Connection, rows: Sequence[Any], *, fetch: bool) -> list[dict[str, Any]]:
         returned: list[dict[str, Any]] = []
         if rows:
             self._check(rows[0])
         for start in range(0, len(rows), MAX_GROUPS):
             group = rows[start:start + MAX_GROUPS]
             compiled = self.compiled(conn, len(group))
-            fetched = _run(conn, compiled.sql, tuple(chain.from_iterable(map(compiled.values, group))), fetch=fetch)
+            values = group if self.tuples else map(compiled.values, group)
+            fetched = _run(conn, compiled.sql, tuple(chain.from_iterable(values)), fetch=fetch)
             returned += compiled.result(fetched)
         return returned
 

@@ -60,13 +60,15 @@ _LATER_REPLACING = {old: [new for new, replaces in _SUPERSEDES.items() if str(ol
 _LATER_REPLACING[EventType.RETRACT] = list(_SUPERSEDES)
 
 
-# The keys of every row ``enqueue`` writes; a state delivery it opens adds ``coalesce_key``.
-ROW_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "attempts", "next_attempt_at",
-            "created_at", "updated_at", "last_error")
-_insert_rows = DriverStatement(lambda dialect: insert(outbox), keys=ROW_KEYS)
+# Every outbox row ``enqueue`` writes, in the table's column order, which is the statements' parameter order: the
+# rows are tuples of these (see ``RowBuffer``). Only a state delivery it opens has a ``coalesce_key``.
+ROW_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "coalesce_key", "attempts",
+            "next_attempt_at", "last_error", "created_at", "updated_at")
+_EVENT_PK, _COALESCE_KEY = ROW_KEYS.index("event_pk"), ROW_KEYS.index("coalesce_key")
+_insert_rows = DriverStatement(lambda dialect: insert(outbox), keys=ROW_KEYS, tuples=True)
 _open_state_deliveries = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, outbox, ["coalesce_key"], touch=["updated_at"]
-).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key), keys=(*ROW_KEYS, "coalesce_key"))
+).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key), keys=ROW_KEYS, tuples=True)
 _KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
         & (outbox.c.user_id == bindparam("k_user")))
 _vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
@@ -104,71 +106,81 @@ class RowBuffer:
     then the plain inserts (one multi-row insert, with the coalesced skips the upsert revealed).
 
     Every statement ``enqueue`` runs reads and writes only the rows of one (message, user), and a pending
-    write is not in the table yet: so ``before(key)``, called before each event's rows are enqueued, flushes when
-    that event's (message, user) has writes waiting here; the writes of different ones may wait until the end of
-    the batch.
+    write is not in the table yet: so ``before()``, called before each event's rows, flushes when that event's
+    (message, user) has writes waiting here; the writes of different ones may wait until the end of the batch.
+
+    Rows are made here, as tuples of ``ROW_KEYS``, with the batch's two times converted for the driver once.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, now: datetime, due: datetime) -> None:
         self.conn = conn
-        self._writes = _Writes([], {}, [])
+        self._at = now  # for the supersedes, whose parameters are converted as they are run
+        self._now, self._due = _insert_rows.bind(conn, "created_at", now), _insert_rows.bind(conn, "created_at", due)
+        self._event: tuple[int, str, int] = (0, "", 0)  # the (message, user, event row) whose rows are made
+        self._rows: list[tuple[Any, ...]] = []
+        self._supersedes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._opens: list[tuple[Any, ...]] = []
         self.keys: set[tuple[int, str]] = set()  # the (message, user) of the writes waiting
 
-    def before(self, key: tuple[int, str]) -> None:
+    def before(self, message_pk: int, user_id: str, event_pk: int) -> None:
+        """The rows made next are the event's stored as row ``event_pk``."""
+        key = (message_pk, user_id)
         if key in self.keys:
             self.flush()
         self.keys.add(key)
+        self._event = (message_pk, user_id, event_pk)
 
-    def add(self, row: dict[str, Any]) -> None:
-        self._writes.rows.append(row)
+    def skip(self, provider: str, kind: str, reason: str) -> None:
+        message_pk, user_id, event_pk = self._event
+        self._rows.append(
+            (provider, kind, message_pk, user_id, event_pk, SKIPPED, None, 0, self._now, reason, self._now, self._now))
 
-    def supersede(self, kinds: tuple[str, ...], params: dict[str, Any]) -> None:
-        self._writes.supersedes.setdefault(kinds, []).append(params)
+    def pending(self, provider: str) -> None:
+        """A delivery of the event itself, due when the settle window ends."""
+        message_pk, user_id, event_pk = self._event
+        self._rows.append(
+            (provider, "event", message_pk, user_id, event_pk, PENDING, None, 0, self._due, None, self._now, self._now))
 
-    def open_state(self, row: dict[str, Any], coalesced: dict[str, Any]) -> None:
-        self._writes.opens.append((row, coalesced))
+    def open_state(self, provider: str) -> None:
+        """The pending delivery of the (message, user)'s state opened, or the one already open joined."""
+        message_pk, user_id, event_pk = self._event
+        self._opens.append((provider, "state", message_pk, user_id, event_pk, PENDING,
+                            coalesce_key(provider, message_pk, user_id), 0, self._due, None, self._now, self._now))
+
+    def supersede(self, provider: str, kinds: tuple[str, ...]) -> None:
+        message_pk, user_id, _ = self._event
+        self._supersedes.setdefault(kinds, []).append(
+            {"k_provider": provider, "k_message": message_pk, "k_user": user_id, "k_now": self._at})
 
     def flush(self) -> None:
-        self._writes.run(self.conn)
-        self._writes, self.keys = _Writes([], {}, []), set()
-
-
-class _Writes(NamedTuple):
-    rows: list[dict[str, Any]]
-    supersedes: dict[tuple[str, ...], list[dict[str, Any]]]
-    opens: list[tuple[dict[str, Any], dict[str, Any]]]  # (upsert row, its skip if coalesced)
-
-    def run(self, conn: Connection) -> None:
-        for kinds, params in self.supersedes.items():
+        conn, rows = self.conn, self._rows
+        for kinds, params in self._supersedes.items():
             _supersede(kinds).executemany(conn, params)
-        rows = self.rows
-        if self.opens:
+        if self._opens:
             # Opens the pending delivery of each state, or joins (and locks, until this transaction commits)
             # the one already open, so no worker claims it before it can see this change.
-            opened = {r["coalesce_key"]: r for r in _open_state_deliveries.insert_returning(
-                conn, [row for row, _ in self.opens])}
-            for row, coalesced in self.opens:
-                pending = opened[row["coalesce_key"]]
-                if pending["event_pk"] != row["event_pk"]:
+            opened = {r["coalesce_key"]: r for r in _open_state_deliveries.insert_returning(conn, self._opens)}
+            for row in self._opens:
+                pending = opened[row[_COALESCE_KEY]]
+                if pending["event_pk"] != row[_EVENT_PK]:
                     # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                    rows.append({**coalesced, "last_error": f"{COALESCED} (#{pending['id']})"})
+                    rows.append((*row[:_EVENT_PK + 1], SKIPPED, None, 0, self._now,
+                                 f"{COALESCED} (#{pending['id']})", self._now, self._now))
         _insert_rows.insert_many(conn, rows)
+        self._rows, self._supersedes, self._opens, self.keys = [], {}, [], set()
 
 
 def enqueue(
     conn: Connection, adapters: Mapping[str, ProviderAdapter], message: Message, user_id: str, event: Event,
-    event_pk: int, *, state_changed: bool, now: datetime, due: datetime, rows: RowBuffer,
+    event_pk: int, *, state_changed: bool, rows: RowBuffer,
 ) -> None:
-    """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due at
-    ``due``, when its settle window ends), or a skip with its reason.
+    """Record what each provider should do about ``event``, stored as row ``event_pk``: a pending delivery (due
+    when its settle window ends), or a skip with its reason.
 
     Statements are prebuilt and run with parameters: this is on the request path of every event. The writes go
     to ``rows``, which the caller flushes; ``conn`` is read only for amendments.
     """
-    base = {
-        "message_pk": message.pk, "user_id": user_id, "event_pk": event_pk, "attempts": 0,
-        "created_at": now, "updated_at": now, "last_error": None,
-    }
+    rows.before(message.pk, user_id, event_pk)  # first: it may flush writes the amendment reads below must see
     stale: bool | None = None  # whether the vote an amendment names has been replaced since; asked once
     for name, adapter in adapters.items():
         reason = adapter.skip_reason(event, message)
@@ -184,18 +196,14 @@ def enqueue(
                 reason = STALE_AMENDMENT
             elif conn.execute(_pending_vote_delivery, {"k_provider": name, "amends": event.amends}).first():
                 reason = MERGED
-        row = {**base, "provider": name, "kind": adapter.mode}
         if reason is not None:
-            rows.add({**row, "status": SKIPPED, "last_error": reason, "next_attempt_at": now})
+            rows.skip(name, adapter.mode, reason)
         elif adapter.mode == "state":
-            rows.open_state({**row, "status": PENDING, "next_attempt_at": due,
-                             "coalesce_key": coalesce_key(name, message.pk, user_id)},
-                            {**row, "status": SKIPPED, "next_attempt_at": now})
+            rows.open_state(name)
         else:
             if event.amends is None and event.type in _SUPERSEDES:
-                rows.supersede(_SUPERSEDES[event.type], {"k_provider": name, "k_message": message.pk,
-                                                         "k_user": user_id, "k_now": now})
-            rows.add({**row, "status": PENDING, "next_attempt_at": due})
+                rows.supersede(name, _SUPERSEDES[event.type])
+            rows.pending(name)
 
 
 def coalesce_key(provider: str, message_pk: int, user_id: str) -> str:

@@ -163,7 +163,7 @@ def _fold(
     - ``stored_pks`` None (a batch with amendments): each event is checked and inserted in turn.
     """
     current, changed_keys, outcomes = dict(states), set(), []
-    rows = outbox.RowBuffer(conn)
+    rows = outbox.RowBuffer(conn, now=now, due=due)
     pks = None if stored_pks is None else dict(stored_pks)
     for item in items:
         event = item.event
@@ -183,11 +183,7 @@ def _fold(
         changed = current[key] != before
         if changed:
             changed_keys.add(key)
-        rows.before(key)
-        outbox.enqueue(
-            conn, adapters, item.message, item.user_id, event, event_pk,
-            state_changed=changed, now=now, due=due, rows=rows,
-        )
+        outbox.enqueue(conn, adapters, item.message, item.user_id, event, event_pk, state_changed=changed, rows=rows)
         outcomes.append(Outcome(event.event_id, "accepted"))
     rows.flush()
     _save_states(conn, {key: current[key] for key in changed_keys})
