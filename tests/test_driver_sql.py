@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -345,3 +347,16 @@ def test_tuples_out_of_the_statements_order_or_of_another_length_are_refused(eng
     with fdb.read(engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 0
 
+
+def test_sqlite_binds_a_none_through_its_own_adapter_before_python_3_12(engine, monkeypatch) -> None:
+    """Without one, sqlite3 (before 3.12) formats an AttributeError for every None it binds (db._bind_none_at_once).
+    The adapter binds NULL, as before; an application's own is kept."""
+    key = (type(None), sqlite3.PrepareProtocol)
+    if engine.dialect.name == "sqlite":
+        assert (sqlite3.adapters.get(key) is fdb._none) == (sys.version_info < (3, 12))
+        with fdb.read(engine) as conn:
+            assert conn.exec_driver_sql("SELECT ? IS NULL, typeof(?)", (None, None)).one() == (1, "null")
+    theirs = lambda value: None  # noqa: E731
+    monkeypatch.setitem(sqlite3.adapters, key, theirs)
+    fdb.make_engine("sqlite://").dispose()
+    assert sqlite3.adapters[key] is theirs

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -36,7 +38,22 @@ def make_engine(url: str, options: dict[str, Any] | None = None, *, sqlite_synch
     return engine
 
 
+def _bind_none_at_once() -> None:
+    """Before Python 3.12, sqlite3 binds a None only after looking for an adapter for it, and the look-up fails by
+    formatting an AttributeError (on its ``PrepareProtocol``): 0.3 us a None, and an event binds about 12 (its NULL
+    columns, and its deliveries'), 3% of a batch's instructions. None's own adapter, binding NULL as before, is
+    found at once. 3.12 fails the look-up without making an error, which is faster than any adapter. An adapter the
+    application registered is kept."""
+    if sys.version_info < (3, 12) and (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _none)
+
+
+def _none(value: None) -> None:
+    return value
+
+
 def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    _bind_none_at_once()
     # pysqlite's own transaction handling defers BEGIN and never takes the write lock up front,
     # which turns concurrent read-then-write transactions into "database is locked" errors.
     # We emit BEGIN ourselves: IMMEDIATE for writes (one writer at a time, waiting on busy_timeout),
