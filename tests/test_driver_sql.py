@@ -310,14 +310,14 @@ ORDERED_KEYS = ("provider", "kind", "message_pk", "user_id", "status", "attempts
 
 
 def test_rows_given_as_tuples_are_written_as_dict_rows_are(engine) -> None:
-    """A tuple holds its values as the driver takes them: ``bind`` converts a datetime once for many rows."""
+    """A tuple holds its values as the driver takes them: a ``converter`` converts a datetime once for many rows."""
     here = timezone(timedelta(hours=2))
     at = datetime(2026, 12, 5, 21, 30, 15, 123456, tzinfo=here)
     as_tuples = DriverStatement(lambda dialect: insert(outbox), ORDERED_KEYS, tuples=True)
     with fdb.write(engine) as conn:
         DriverStatement(lambda dialect: insert(outbox), KEYS).insert_many(conn, [delivery(1, at)])
-        bound = as_tuples.bind(conn, "created_at", at)
-        assert as_tuples.bind(conn, "last_error", "kept") == "kept"  # no processor: the value itself
+        bound = as_tuples.converter(conn, "created_at")(at)
+        assert as_tuples.converter(conn, "last_error")("kept") == "kept"  # no processor: the value itself
         as_tuples.insert_many(conn, [("p", "event", pk, "u", "pending", 0, bound, None, bound, bound) for pk in (2, 3)])
         as_tuples.executemany(conn, [("p", "event", 3, "u", "skipped", 0, bound, "why", bound, bound)])
     if engine.dialect.name == "sqlite":

@@ -100,7 +100,7 @@ class DriverStatement:
 
     Rows are dicts by key, each value converted by its column type's processor; or, with ``tuples``, tuples of the
     values in ``keys`` order, which must be the statement's parameter order, each already as the driver takes it
-    (``bind``). The second is for rows made by the thousand from a few values: an outbox row is made of a batch's two
+    (see ``converter``). Tuples are for the rows made by the thousand: an outbox row holds two of its batch's
     datetimes, converted once a batch, where a dict row took three conversions and a function call of its own.
     """
 
@@ -139,10 +139,9 @@ class DriverStatement:
             self._compiled[(type(conn.dialect), rows)] = found
         return found
 
-    def bind(self, conn: Connection, key: str, value: Any) -> Any:
-        """``value`` as the driver takes it for the parameter ``key``: what a row of ``tuples`` holds."""
-        convert = self.compiled(conn, 0).converts.get(key)
-        return convert(value) if convert else value
+    def converter(self, conn: Connection, key: str) -> Callable[[Any], Any]:
+        """What makes a value of the parameter ``key`` as the driver takes it, as a row of ``tuples`` holds it."""
+        return self.compiled(conn, 0).converts.get(key, _as_it_is)
 
     def _check(self, row: Any) -> None:
         """A key the statement does not take would be dropped without a word; SQLAlchemy would write it. A tuple
@@ -221,6 +220,10 @@ def _cursor(conn: Connection) -> Any:
         # Its RawCursor sends PostgreSQL's own $n placeholders as they are.
         return conn.dialect.loaded_dbapi.RawCursor(dbapi_connection)
     return dbapi_connection.cursor()
+
+
+def _as_it_is(value: Any) -> Any:
+    return value
 
 
 _positional_dialects: dict[type[Dialect], Dialect] = {}

@@ -115,7 +115,8 @@ class RowBuffer:
     def __init__(self, conn: Connection, *, now: datetime, due: datetime) -> None:
         self.conn = conn
         self._at = now  # for the supersedes, whose parameters are converted as they are run
-        self._now, self._due = _insert_rows.bind(conn, "created_at", now), _insert_rows.bind(conn, "created_at", due)
+        convert = _insert_rows.converter(conn, "created_at")
+        self._now, self._due = convert(now), convert(due)
         self._event: tuple[int, str, int] = (0, "", 0)  # the (message, user, event row) whose rows are made
         self._rows: list[tuple[Any, ...]] = []
         self._supersedes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
