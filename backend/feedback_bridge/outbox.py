@@ -60,15 +60,18 @@ _LATER_REPLACING = {old: [new for new, replaces in _SUPERSEDES.items() if str(ol
 _LATER_REPLACING[EventType.RETRACT] = list(_SUPERSEDES)
 
 
-# Every outbox row ``enqueue`` writes, in the table's column order, which is the statements' parameter order: the
-# rows are tuples of these (see ``RowBuffer``). Only a state delivery it opens has a ``coalesce_key``.
-ROW_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "coalesce_key", "attempts",
-            "next_attempt_at", "last_error", "created_at", "updated_at")
-_EVENT_PK, _COALESCE_KEY = ROW_KEYS.index("event_pk"), ROW_KEYS.index("coalesce_key")
+# The outbox rows ``enqueue`` writes, in the table's column order, which is the statements' parameter order: the
+# rows are tuples of these (see ``RowBuffer``). A state delivery it opens has the key that joins later changes to it,
+# and no error. (Each column left out is a None not bound: sqlite3 binds one more slowly than a text, db.py.)
+ROW_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "attempts", "next_attempt_at",
+            "last_error", "created_at", "updated_at")
+OPEN_KEYS = ("provider", "kind", "message_pk", "user_id", "event_pk", "status", "coalesce_key", "attempts",
+             "next_attempt_at", "created_at", "updated_at")
+_EVENT_PK, _COALESCE_KEY = OPEN_KEYS.index("event_pk"), OPEN_KEYS.index("coalesce_key")
 _insert_rows = DriverStatement(lambda dialect: insert(outbox), keys=ROW_KEYS, tuples=True)
 _open_state_deliveries = DriverStatement(lambda dialect: db.insert_or_lock(
     dialect, outbox, ["coalesce_key"], touch=["updated_at"]
-).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key), keys=ROW_KEYS, tuples=True)
+).returning(outbox.c.id, outbox.c.event_pk, outbox.c.coalesce_key), keys=OPEN_KEYS, tuples=True)
 _KEY = ((outbox.c.provider == bindparam("k_provider")) & (outbox.c.message_pk == bindparam("k_message"))
         & (outbox.c.user_id == bindparam("k_user")))
 _vote_of_amendment = select(events.c.id).where(events.c.event_id == bindparam("amends")).scalar_subquery()
@@ -109,7 +112,8 @@ class RowBuffer:
     write is not in the table yet: so ``before()``, called before each event's rows, flushes when that event's
     (message, user) has writes waiting here; the writes of different ones may wait until the end of the batch.
 
-    Rows are made here, as tuples of ``ROW_KEYS``, with the batch's two times converted for the driver once.
+    Rows are made here, as tuples of ``ROW_KEYS`` (or ``OPEN_KEYS``), with the batch's two times converted for the
+    driver once.
     """
 
     def __init__(self, conn: Connection, *, now: datetime, due: datetime) -> None:
@@ -134,19 +138,19 @@ class RowBuffer:
     def skip(self, provider: str, kind: str, reason: str) -> None:
         message_pk, user_id, event_pk = self._event
         self._rows.append(
-            (provider, kind, message_pk, user_id, event_pk, SKIPPED, None, 0, self._now, reason, self._now, self._now))
+            (provider, kind, message_pk, user_id, event_pk, SKIPPED, 0, self._now, reason, self._now, self._now))
 
     def pending(self, provider: str) -> None:
         """A delivery of the event itself, due when the settle window ends."""
         message_pk, user_id, event_pk = self._event
         self._rows.append(
-            (provider, "event", message_pk, user_id, event_pk, PENDING, None, 0, self._due, None, self._now, self._now))
+            (provider, "event", message_pk, user_id, event_pk, PENDING, 0, self._due, None, self._now, self._now))
 
     def open_state(self, provider: str) -> None:
         """The pending delivery of the (message, user)'s state opened, or the one already open joined."""
         message_pk, user_id, event_pk = self._event
         self._opens.append((provider, "state", message_pk, user_id, event_pk, PENDING,
-                            coalesce_key(provider, message_pk, user_id), 0, self._due, None, self._now, self._now))
+                            coalesce_key(provider, message_pk, user_id), 0, self._due, self._now, self._now))
 
     def supersede(self, provider: str, kinds: tuple[str, ...]) -> None:
         message_pk, user_id, _ = self._event
@@ -165,7 +169,7 @@ class RowBuffer:
                 pending = opened[row[_COALESCE_KEY]]
                 if pending["event_pk"] != row[_EVENT_PK]:
                     # A pending delivery of this state exists: it will carry this change. Say so on the event.
-                    rows.append((*row[:_EVENT_PK + 1], SKIPPED, None, 0, self._now,
+                    rows.append((*row[:_EVENT_PK + 1], SKIPPED, 0, self._now,
                                  f"{COALESCED} (#{pending['id']})", self._now, self._now))
         _insert_rows.insert_many(conn, rows)
         self._rows, self._supersedes, self._opens, self.keys = [], {}, [], set()
