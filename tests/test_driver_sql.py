@@ -335,7 +335,8 @@ def test_rows_given_as_tuples_are_written_as_dict_rows_are(engine) -> None:
 
 
 def test_tuples_out_of_the_statements_order_or_of_another_length_are_refused(engine) -> None:
-    """A tuple's values are placed by position: a key out of order, or one missing, would shift the others."""
+    """A tuple's values are placed by position: a key out of order, or one missing, would shift the others; a
+    converter asked for a key the statement does not have would leave its values unconverted."""
     at = datetime.now(timezone.utc)
     out_of_order = DriverStatement(lambda dialect: insert(outbox), KEYS, tuples=True)
     as_tuples = DriverStatement(lambda dialect: insert(outbox), ORDERED_KEYS, tuples=True)
@@ -344,6 +345,8 @@ def test_tuples_out_of_the_statements_order_or_of_another_length_are_refused(eng
             out_of_order.insert_many(conn, [tuple(delivery(1, at)[key] for key in KEYS)])
         with pytest.raises(ValueError, match="A row of 9 values, where this statement takes 10"):
             as_tuples.insert_many(conn, [("p", "event", 1, "u", "pending", 0, at, None, at)])
+        with pytest.raises(ValueError, match="'creatd_at' is not a parameter of this statement"):
+            as_tuples.converter(conn, "creatd_at")
     with fdb.read(engine) as conn:
         assert conn.execute(text("SELECT count(*) FROM feedback_outbox")).scalar() == 0
 

@@ -141,6 +141,8 @@ class DriverStatement:
 
     def converter(self, conn: Connection, key: str) -> Callable[[Any], Any]:
         """What makes a value of the parameter ``key`` as the driver takes it, as a row of ``tuples`` holds it."""
+        if key not in self._keys:  # or a misspelt key's values would go to the driver unconverted
+            raise ValueError(f"{key!r} is not a parameter of this statement: {self.keys}")
         return self.compiled(conn, 0).converts.get(key, _as_it_is)
 
     def _check(self, row: Any) -> None:
