@@ -53,12 +53,11 @@ class _Compiled:
         for position, name in enumerate(names[:block]):
             bind = compiled.binds[name]
             convert = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if name in source and convert:
-                self.converts[source[name]] = convert
             if name in source:
                 picked.append(source[name])
                 item = f"row[{source[name]!r}]"
                 if convert:
+                    self.converts[source[name]] = convert
                     names_used[f"convert_{position}"] = convert
                     item = f"convert_{position}({item})"
             elif bind.value is not None:  # a constant of the statement, such as a status it sets
@@ -74,7 +73,9 @@ class _Compiled:
         if tuples and picked != list(keys):
             raise ValueError(f"Rows given as tuples must hold the parameters in their order, {picked}, not {keys}.")
         display = "".join(f"{item}, " for item in items)  # "(a, )": a tuple display, of one item too
-        self.values: Callable[[Row], tuple[Any, ...]] = eval(f"lambda row: ({display})", names_used)
+        # Rows given as tuples are their values already: no function is made for them.
+        self.values: Callable[[Row], tuple[Any, ...]] | None = None if tuples else eval(
+            f"lambda row: ({display})", names_used)
         returning = [(column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
                      for column in statement.exported_columns]
         self.returned_keys = tuple(key for key, _ in returning)
